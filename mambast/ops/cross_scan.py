@@ -1,0 +1,28 @@
+"""The 4-direction cross scan and its adjoint, the cross merge (architecture.md section 6).
+
+    direction 0: row-major flatten of (H, W)      direction 1: column-major flatten
+    direction 2: direction 0 reversed             direction 3: direction 1 reversed
+
+Both are linear maps; each is the other's transpose, so autograd through these torch ops already gives
+the adjoint backward (a gather in the forward becomes a scatter-add in the backward).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def cross_scan(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, 4, C, L), L = H * W, in the four scan orders."""
+    rows = x.flatten(2)  # (B, C, L) row-major
+    cols = x.transpose(2, 3).flatten(2)  # (B, C, L) column-major
+    return torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], dim=1)
+
+
+def cross_merge(y: Tensor, H: int, W: int) -> Tensor:
+    """(B, 4, C, L) -> (B, C, L): sum of the four directions, each mapped back to row-major order."""
+    batch, _, channels, _ = y.shape
+    rows = y[:, 0] + y[:, 2].flip(-1)  # row-major
+    cols = y[:, 1] + y[:, 3].flip(-1)  # column-major: (W, H) grid
+    return rows + cols.view(batch, channels, W, H).transpose(2, 3).reshape(batch, channels, H * W)

@@ -1,0 +1,99 @@
+"""`selective_scan`: one entry point, the contract of mamba_ssm's `selective_scan_fn` (selective-scan.md).
+
+Backends (``backend=``):
+    "ref"      the plain float loop of scan_ref.py (tests; slow)
+    "torch"    a pure-torch path for any device (correct, slower): the fallback
+    "cpu"      the native CPU kernel of scan_cpu.py (compiled on first use, cached)
+    "mamba_ssm" the CUDA kernel of the mamba_ssm package, when installed
+    "triton"   the Triton GPU kernel of scan_triton.py
+    "auto"     CPU tensors: "cpu", else "torch" with a warning; CUDA tensors: "mamba_ssm" when importable,
+               else "triton" when importable, else "torch".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from functools import cache
+
+from torch import Tensor
+
+BACKENDS = ("auto", "ref", "torch", "cpu", "mamba_ssm", "triton")
+
+
+@cache
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+@cache
+def _native_cpu_ok() -> bool:
+    from .scan_cpu import native_available
+
+    ok = native_available()
+    if not ok:
+        warnings.warn(
+            "mambast: native CPU selective scan unavailable (no working C compiler); "
+            "using the slower pure-torch scan",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return ok
+
+
+def resolve_backend(backend: str, device_type: str) -> str:
+    """The concrete backend "auto" (or an explicit name) means for tensors on `device_type`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    if device_type == "cpu":
+        return "cpu" if _native_cpu_ok() else "torch"
+    if device_type == "cuda":
+        if _has_module("mamba_ssm"):
+            return "mamba_ssm"
+        if _has_module("triton"):
+            return "triton"
+    return "torch"
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: str = "auto",
+):
+    """Selective scan, h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t, y_t = C_t . h_t + D u_t, out = y silu(z).
+
+    u, delta, z: (B, D, L); A: (D, N) real (negative); B, C: (B, G, N, L) or (B, N, L), channel d using
+    group d // (D / G); D, delta_bias: (D,). State and accumulation in float32 whatever the input dtype.
+    Returns out (B, D, L) in u's dtype, and h at t = L-1 (B, D, N) when `return_last_state` (no gradient).
+    """
+    name = resolve_backend(backend, u.device.type)
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if name == "ref":
+        from .scan_ref import selective_scan_ref
+
+        return selective_scan_ref(*args)
+    if name == "torch":
+        from .scan_torch import selective_scan_torch
+
+        return selective_scan_torch(*args)
+    if name == "cpu":
+        from .scan_cpu import selective_scan_cpu
+
+        return selective_scan_cpu(*args)
+    if name == "triton":
+        from .scan_triton import selective_scan_triton
+
+        return selective_scan_triton(*args)
+    from .scan_mamba_ssm import selective_scan_mamba_ssm
+
+    return selective_scan_mamba_ssm(*args)
