@@ -1,0 +1,79 @@
+"""`MambaSTConfig`: every architectural choice of the model, as data. The defaults are the paper's model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class MambaSTConfig:
+    """Mamba-ST hyper-parameters (architecture.md section 1); the defaults are the published model.
+
+    d_model: token width C; expand: d_inner = expand * d_model; d_state: N; dt_rank: R (None -> ceil(C/16));
+    patch_size: patch embedding stride, a power of two (one x2 upsampling per halving in the CNN decoder);
+    content_layers / style_layers / decoder_layers: VSS / VSS / ST-VSS block counts; drop_path: DropPath
+    rate of the decoder blocks (training only); cnn_channels: widths of the CNN decoder stages;
+    init: "official" (Xavier re-init of every >= 2-D parameter of the Mamba part, as published) or "mamba".
+    """
+
+    d_model: int = 512
+    d_state: int = 16
+    expand: int = 2
+    dt_rank: int | None = None
+    patch_size: int = 8
+    content_layers: int = 3
+    style_layers: int = 3
+    decoder_layers: int = 3
+    drop_path: float = 0.1
+    cnn_channels: tuple[int, int, int] = (256, 128, 64)
+    init: str = "official"
+
+    def __post_init__(self):
+        object.__setattr__(self, "cnn_channels", tuple(int(c) for c in self.cnn_channels))
+        p = self.patch_size
+        if p < 2 or p & (p - 1):
+            raise UserError(f"patch_size must be a power of two >= 2, got {p}")
+        if len(self.cnn_channels) != p.bit_length() - 1:
+            raise UserError(f"cnn_channels needs one width per x2 upsampling stage: {p.bit_length() - 1} "
+                            f"for patch_size {p}, got {len(self.cnn_channels)}")
+        if self.init not in ("official", "mamba"):
+            raise UserError(f"init must be 'official' or 'mamba', got {self.init!r}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def rank(self) -> int:
+        """dt_rank, resolved: ceil(d_model / 16) when not given."""
+        return self.dt_rank if self.dt_rank is not None else math.ceil(self.d_model / 16)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cnn_channels"] = list(self.cnn_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MambaSTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> MambaSTConfig:
+        """A named configuration: "paper" (the published model) or "tiny" (small and fast, for tests/CPU)."""
+        if name not in PRESETS:
+            raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+
+PRESETS: dict[str, MambaSTConfig] = {
+    "paper": MambaSTConfig(),
+    "tiny": MambaSTConfig(d_model=64, d_state=8, content_layers=1, style_layers=1, decoder_layers=1,
+                          cnn_channels=(64, 32, 16)),
+}

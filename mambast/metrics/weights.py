@@ -1,0 +1,146 @@
+"""Where the metric networks' weight files come from: user paths, a cache folder, or an opt-in fetch.
+
+Nothing is ever downloaded implicitly. Each metric needs files the user passes (``--inception`` ...) or that sit
+in the weights folder (``--weights-dir``, else ``$MAMBAST_WEIGHTS``, else ``~/.cache/mambast/weights``) under
+their usual file names. ``mambast weights fetch NAME`` downloads a known file from its public home into that
+folder and records its SHA-256 in ``manifest.json`` next to it (checking it against the hash prefix the
+publisher put in the file name, where there is one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from mambast.errors import UserError
+
+__all__ = ["KNOWN", "WeightFile", "weights_dir", "resolve", "fetch", "sha256_file", "MANIFEST"]
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """A known weight file: its usual name, its public home and what it is for."""
+
+    name: str
+    filename: str
+    url: str
+    flag: str
+    purpose: str
+    sha256_prefix: str = ""  # publishers like torchvision put the first hex digits of the SHA-256 in the name
+
+
+KNOWN: dict[str, WeightFile] = {
+    w.name: w
+    for w in (
+        WeightFile(
+            "art_inception", "art_inception.pth",
+            "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth",
+            "--inception", "FID / ArtFID (art-tuned Inception-v3 of the art-fid package)",
+        ),
+        WeightFile(
+            "lpips_alexnet", "alexnet-owt-7be5be79.pth",
+            "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            "--lpips-alexnet", "LPIPS backbone (torchvision ImageNet AlexNet)", "7be5be79",
+        ),
+        WeightFile(
+            "lpips_heads", "alex.pth",
+            "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
+            "--lpips-heads", "LPIPS v0.1 linear heads for AlexNet (lpips package)",
+        ),
+        WeightFile(
+            "vgg19", "vgg19-dcbb9e9d.pth", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            "--vgg19", "CFSD (torchvision ImageNet VGG-19, relu3_1)", "dcbb9e9d",
+        ),
+        WeightFile(
+            "pt_inception", "pt_inception-2015-12-05-6726825d.pth",
+            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+            "--fid-inception", "plain FID on ImageNet Inception (pytorch-fid's port of the TF graph)", "6726825d",
+        ),
+    )
+}  # fmt: skip
+
+
+def weights_dir(override: str | Path | None = None) -> Path:
+    """The weights folder: `override`, else $MAMBAST_WEIGHTS, else ~/.cache/mambast/weights."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get("MAMBAST_WEIGHTS")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mambast" / "weights"
+
+
+def resolve(name: str, explicit: str | Path | None, folder: str | Path | None = None) -> tuple[Path | None, str]:
+    """(path, "") for weight `name` from an explicit path or the weights folder, or (None, why it is missing).
+
+    An explicit path that does not exist is an error (UserError), not a silent skip.
+    """
+    known = KNOWN[name]
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise UserError(f"{known.flag} {path}: file not found")
+        return path, ""
+    candidate = weights_dir(folder) / known.filename
+    if candidate.is_file():
+        return candidate, ""
+    return None, (
+        f"no {known.filename}: pass {known.flag} PATH or put it in {candidate.parent} "
+        f"(`mambast weights fetch {name}` downloads it, network needed)"
+    )
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record(folder: Path, name: str, filename: str, url: str, sha: str) -> None:
+    manifest = folder / MANIFEST
+    data = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    data[name] = {"file": filename, "url": url, "sha256": sha}
+    manifest.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def fetch(name: str, folder: str | Path | None = None, url: str | None = None, force: bool = False) -> tuple[Path, str]:
+    """Download known weight `name` (network access needed) into the weights folder -> (path, sha256).
+
+    url: a mirror to use instead of the public home. The SHA-256 is recorded in manifest.json; a mismatch with
+    the publisher's hash prefix removes the download and raises UserError.
+    """
+    if name not in KNOWN:
+        raise UserError(f"unknown weight file {name!r}; known: {', '.join(KNOWN)}")
+    known = KNOWN[name]
+    out_dir = weights_dir(folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dest = out_dir / known.filename
+    source = url or known.url
+    if dest.is_file() and not force:
+        sha = sha256_file(dest)
+        _record(out_dir, name, known.filename, source, sha)
+        return dest, sha
+    with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".part-", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+        try:
+            with urllib.request.urlopen(source, timeout=60) as resp:  # noqa: S310 (user-requested download)
+                shutil.copyfileobj(resp, tmp)
+        except (OSError, ValueError) as exc:
+            tmp_path.unlink(missing_ok=True)
+            raise UserError(f"download of {name} from {source} failed (network access needed): {exc}") from None
+    sha = sha256_file(tmp_path)
+    if known.sha256_prefix and not sha.startswith(known.sha256_prefix):
+        tmp_path.unlink(missing_ok=True)
+        raise UserError(f"{name}: SHA-256 {sha} does not start with the published {known.sha256_prefix}; removed")
+    tmp_path.replace(dest)
+    _record(out_dir, name, known.filename, source, sha)
+    return dest, sha

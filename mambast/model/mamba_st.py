@@ -1,0 +1,90 @@
+"""Mamba-ST: patch embedding -> content/style encoders -> ST-VSS decoder -> CNN decoder (architecture.md 1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import MambaSTConfig
+from ..errors import UserError
+from .blocks import MambaCore
+from .cnn_decoder import CNNDecoder
+from .patch_embed import PatchEmbed
+
+
+class MambaST(nn.Module):
+    """The Mamba-ST style-transfer network.
+
+    Submodules map one-to-one to the published files: `patch_embed` (embedding_iter_N.pth),
+    `mamba` (mamba_iter_N.pth: encoder_c, encoder_s, decoder, new_ps), `cnn_decoder` (decoder_iter_N.pth).
+    """
+
+    def __init__(self, config: MambaSTConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or MambaSTConfig()
+        self.patch_embed = PatchEmbed(cfg.d_model, cfg.patch_size)
+        self.mamba = MambaCore(cfg)
+        self.cnn_decoder = CNNDecoder(cfg.d_model, cfg.cnn_channels)
+        if cfg.init == "official":
+            official_init_(self.mamba)
+
+    def forward(self, content: Tensor, style: Tensor, shuffle: bool = True, seed: int | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        """Stylize: content (B, 3, h, w), style (B or 1, 3, h', w'), floats in [0, 1] -> raw (B, 3, h, w).
+
+        Any h, w >= patch_size: the content is reflection-padded to a multiple of the patch size and the
+        output cropped back; the style is resized (bilinear, antialiased) to the padded content size so
+        both give the same token grid. The output is the CNN decoder's raw, unclamped result.
+        The style shuffle (on by default, as published) draws from `generator`, else from a generator
+        seeded with `seed`, else from torch's global RNG; `shuffle=False` turns it off.
+        """
+        h, w = content.shape[-2:]
+        content = pad_to_patches(content, self.config.patch_size)
+        style = match_size(style, content)
+        gen = shuffle_generator(generator, seed) if shuffle else None
+        tokens = self.mamba(self.patch_embed(content), self.patch_embed(style), gen)  # (B, H, W, C)
+        return self.cnn_decoder(tokens.permute(0, 3, 1, 2))[..., :h, :w]
+
+
+def shuffle_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
+    """The generator the style shuffle draws from: the given one, a seeded one, or one seeded from torch's
+    global RNG (so `torch.manual_seed` makes unseeded calls reproducible too)."""
+    if generator is not None:
+        return generator
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    return torch.Generator().manual_seed(seed)
+
+
+def pad_to_patches(image: Tensor, patch: int) -> Tensor:
+    """Reflection-pad (B, 3, h, w) at the bottom/right to multiples of `patch`."""
+    h, w = image.shape[-2:]
+    if h < patch or w < patch:
+        raise UserError(f"image of {w}x{h} px is smaller than one {patch}x{patch} patch")
+    pad_h, pad_w = -h % patch, -w % patch
+    if pad_h or pad_w:
+        image = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
+    return image
+
+
+def match_size(style: Tensor, content: Tensor) -> Tensor:
+    """Resize the style (bilinear, antialiased) to the content's size; broadcast a batch of 1."""
+    if style.shape[-2:] != content.shape[-2:]:
+        style = F.interpolate(style, size=content.shape[-2:], mode="bilinear", align_corners=False,
+                              antialias=True)
+    if style.shape[0] != content.shape[0]:
+        if style.shape[0] != 1:
+            raise UserError(f"style batch ({style.shape[0]}) must be 1 or equal the content batch "
+                            f"({content.shape[0]})")
+        style = style.expand(content.shape[0], -1, -1, -1)
+    return style
+
+
+@torch.no_grad()
+def official_init_(module: nn.Module) -> None:
+    """The published code's init (architecture.md section 9): after the usual Mamba init, every parameter
+    with two or more dimensions (A_logs and the stacked projections included) is redrawn Xavier-uniform."""
+    for p in module.parameters():
+        if p.dim() >= 2:
+            nn.init.xavier_uniform_(p)

@@ -1,0 +1,122 @@
+"""SS2D: the 2-D selective scan layer of the encoders (architecture.md section 4).
+
+    xz = in_proj(x); x, z = chunk(xz)            x: (B, H, W, Di) content path, z: gate
+    x  = SiLU(DWConv3x3(x))
+    xs = cross_scan(x)                           (B, K, Di, L), K = 4 directions
+    [dt, B, C] = x_proj_weight[k] @ xs[:, k]     delta = dt_projs_weight[k] @ dt
+    y  = selective_scan(xs, delta, A = -exp(A_logs), B, C, Ds, dt_projs_bias, softplus)
+    out = out_proj(out_norm(cross_merge(y)) * SiLU(z))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import cross_merge, cross_scan, selective_scan
+
+K = 4  # scan directions
+
+
+class Unused(nn.Module):
+    """Holds a tensor that the published checkpoints carry but no computation reads (a buffer, so it is
+    saved, loaded and moved with the model, yet never trained). `weight` (and `bias` if given)."""
+
+    def __init__(self, *shape: int, bias: int | None = None):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(shape))
+        if bias is not None:
+            self.register_buffer("bias", torch.zeros(bias))
+
+
+class SS2DBase(nn.Module):
+    """Parameters shared by SS2D and ST-SS2D, with the official key names.
+
+    in_proj (2Di, C); in_style_proj (Di, C); conv2d depthwise 3x3; x_proj_weight (K, x_proj_rows, Di);
+    dt_projs_weight (K, Di, R); dt_projs_bias (K, Di); A_logs (K*Di, N); Ds (K*Di,); out_norm; out_proj (C, Di).
+    """
+
+    scan_backend: str = "auto"
+
+    def __init__(self, d_model: int, d_state: int, d_inner: int, dt_rank: int, x_proj_rows: int,
+                 style_proj: bool):
+        super().__init__()
+        self.d_state, self.d_inner, self.dt_rank = d_state, d_inner, dt_rank
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.in_style_proj = (nn.Linear(d_model, d_inner, bias=False) if style_proj
+                              else Unused(d_inner, d_model))
+        self.conv2d = nn.Conv2d(d_inner, d_inner, 3, padding=1, groups=d_inner, bias=True)
+        if style_proj:  # ST-SS2D: delta and B from the style, (K, R + N, Di)
+            self.style_proj_weight = nn.Parameter(torch.empty(K, dt_rank + d_state, d_inner))
+        self.x_proj_weight = nn.Parameter(torch.empty(K, x_proj_rows, d_inner))
+        self.dt_projs_weight = nn.Parameter(torch.empty(K, d_inner, dt_rank))
+        self.dt_projs_bias = nn.Parameter(torch.empty(K, d_inner))
+        self.A_logs = nn.Parameter(torch.empty(K * d_inner, d_state))
+        self.Ds = nn.Parameter(torch.empty(K * d_inner))
+        self.out_norm = nn.LayerNorm(d_inner)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        self.reset_mamba_parameters()
+
+    @torch.no_grad()
+    def reset_mamba_parameters(self, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4):
+        """The usual Mamba init: S4D-real A, dt bias = softplus^-1(log-uniform dt), D = 1."""
+        n = torch.arange(1, self.d_state + 1, dtype=torch.float32)
+        self.A_logs.copy_(torch.log(n).repeat(K * self.d_inner, 1))
+        self.Ds.fill_(1.0)
+        std = self.dt_rank ** -0.5
+        self.dt_projs_weight.uniform_(-std, std)
+        dt = torch.exp(torch.rand(K, self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_floor)
+        self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        bound = 1 / math.sqrt(self.d_inner)  # nn.Linear's default, per direction
+        self.x_proj_weight.uniform_(-bound, bound)
+        if hasattr(self, "style_proj_weight"):
+            self.style_proj_weight.uniform_(-bound, bound)
+
+    def local_features(self, x: Tensor) -> Tensor:
+        """(B, H, W, Di) -> SiLU(DWConv3x3(x)) as (B, Di, H, W)."""
+        return F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
+
+    def scan(self, u: Tensor, dt_low: Tensor, B: Tensor, C: Tensor) -> Tensor:
+        """The K-direction selective scan.
+
+        u: (B, K, Di, L) scanned sequence; dt_low: (B, K, R, L); B, C: (B, K, N, L) -> y (B, K, Di, L).
+        """
+        batch, _, d_inner, L = u.shape
+        delta = torch.einsum("bkrl,kdr->bkdl", dt_low, self.dt_projs_weight)  # (B, K, Di, L)
+        y = selective_scan(
+            u.reshape(batch, K * d_inner, L),
+            delta.reshape(batch, K * d_inner, L),
+            -torch.exp(self.A_logs.float()),
+            B.contiguous(),
+            C.contiguous(),
+            D=self.Ds.float(),
+            delta_bias=self.dt_projs_bias.reshape(-1).float(),
+            delta_softplus=True,
+            backend=self.scan_backend,
+        )
+        return y.view(batch, K, d_inner, L)
+
+    def output(self, y: Tensor, z: Tensor) -> Tensor:
+        """Merge the directions, gate by the content: y (B, K, Di, L), z (B, H, W, Di) -> (B, H, W, C)."""
+        batch, H, W, d_inner = z.shape
+        y = cross_merge(y, H, W).transpose(1, 2).reshape(batch, H, W, d_inner)
+        return self.out_proj(self.out_norm(y) * F.silu(z))
+
+
+class SS2D(SS2DBase):
+    """Self selective scan (encoders): delta, B, C and the scanned sequence all come from x."""
+
+    def __init__(self, d_model: int, d_state: int, d_inner: int, dt_rank: int):
+        super().__init__(d_model, d_state, d_inner, dt_rank, dt_rank + 2 * d_state, style_proj=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        x, z = self.in_proj(x).chunk(2, dim=-1)
+        xs = cross_scan(self.local_features(x))  # (B, K, Di, L)
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, R + 2N, L)
+        dt_low, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
+        return self.output(self.scan(xs, dt_low, B, C), z)
