@@ -1,0 +1,45 @@
+"""`mambast` command line: a thin shell over the Python API. Each subcommand lives in mambast/cli/<name>.py
+and exposes `register(subparsers)`, which adds its parser with `func=run`, `run(args) -> exit code`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import UserError
+
+SUBCOMMANDS = ("stylize", "export", "train", "eval", "weights")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="mambast", description="Mamba-ST arbitrary style transfer")
+    parser.add_argument("--version", action="version", version=f"mambast {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue  # subcommand not part of this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"mambast: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mambast: interrupted", file=sys.stderr)
+        return 130
