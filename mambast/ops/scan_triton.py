@@ -5,7 +5,7 @@ Design (state-spaces/mamba's CUDA kernel re-thought for Triton):
     the state h (BLOCK_D, N) lives in registers, L is walked in chunks of CHUNK steps; inside a chunk the
     recurrence h_t = a_t h_{t-1} + bu_t is a first-order associative scan over (BLOCK_D, N, CHUNK) tiles,
     combine((a1, b1), (a2, b2)) = (a1 a2, a2 b1 + b2); the h at the end of every chunk is saved
-    forward:  out (B, D, L) in u's dtype, chunk-end states (B, D, n_chunks, N) float32
+    forward:  out (B, D, L) in u's dtype, states (B, D, 1 + n_chunks, N) float32: 0, then each chunk's end
     backward: chunks in reverse; each chunk's h is recomputed from the saved state before it, the adjoint
               g_t = a_{t+1} g_{t+1} + dout_t C_t is a reverse associative scan, and
               dB, dC (B, G, N, L) float32 are summed over a group's channels by atomic adds; dA, dD and
@@ -105,9 +105,10 @@ def _scan_fwd_kernel(
         bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
     row = (b * dim + d) * L  # (BLOCK_D,) offsets of the (b, d) rows of u, delta, z, out
     bc_row = ((b * groups + g) * nstate + n) * L  # (BLOCK_N,) rows of B[b, g], C[b, g]
-    state_row = (b * dim + d) * n_chunks * nstate  # (BLOCK_D,) rows of states[b, d]
+    state_row = (b * dim + d) * (n_chunks + 1) * nstate  # (BLOCK_D,) rows of states[b, d]
     k = tl.arange(0, CHUNK)
     h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
+    tl.store(states_ptr + state_row[:, None] + n[None, :], h, mask=dn_mask)  # h_{-1} = 0
     for c in range(n_chunks):
         t = c * CHUNK + k
         t_mask = t < L
@@ -123,7 +124,7 @@ def _scan_fwd_kernel(
         sa, sb = tl.associative_scan((a, bu), 2, _first_order_combine)
         hs = sb + sa * h[:, :, None]  # h_t for the chunk
         h = tl.sum(tl.where(k[None, None, :] == CHUNK - 1, hs, 0.0), axis=2)
-        tl.store(states_ptr + state_row[:, None] + c * nstate + n[None, :], h, mask=dn_mask)
+        tl.store(states_ptr + state_row[:, None] + (c + 1) * nstate + n[None, :], h, mask=dn_mask)
         y = tl.sum(hs * Ct[None, :, :], axis=1)  # (BLOCK_D, CHUNK)
         if HAS_D:
             y += Dv[:, None] * u
@@ -158,7 +159,7 @@ def _scan_bwd_kernel(
         bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
     row = (b * dim + d) * L
     bc_row = ((b * groups + g) * nstate + n) * L
-    state_row = (b * dim + d) * n_chunks * nstate
+    state_row = (b * dim + d) * (n_chunks + 1) * nstate
     k = tl.arange(0, CHUNK)
     g_next = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)  # adjoint g at the first step of the later chunk
     dA_acc = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
@@ -170,8 +171,7 @@ def _scan_bwd_kernel(
         t_mask = t < L
         m2 = d_mask[:, None] & t_mask[None, :]
         off = row[:, None] + t[None, :]
-        h0 = tl.load(states_ptr + state_row[:, None] + (c - 1) * nstate + n[None, :],
-                     mask=dn_mask & (c > 0), other=0.0)
+        h0 = tl.load(states_ptr + state_row[:, None] + c * nstate + n[None, :], mask=dn_mask, other=0.0)
         u = tl.load(u_ptr + off, mask=m2, other=0.0).to(tl.float32)
         raw, dt = _load_dt(delta_ptr, off, m2, bias, HAS_BIAS, SOFTPLUS)
         next_mask = d_mask[:, None] & (t + 1 < L)[None, :]
@@ -291,7 +291,7 @@ class SelectiveScanTriton(torch.autograd.Function):
         n_chunks = -(-length // chunk)
         block_d, block_n, blocks = _launch_geometry(dim, groups, nstate, CONFIG.fwd_block_d)
         out = torch.empty_like(u)
-        states = u.new_empty(batch, dim, n_chunks, nstate, dtype=torch.float32)
+        states = u.new_empty(batch, dim, n_chunks + 1, nstate, dtype=torch.float32)
         fwd, _ = _kernels()
         fwd[(groups * blocks, batch)](
             u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
@@ -312,7 +312,7 @@ class SelectiveScanTriton(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
         batch, dim, length = u.shape
         groups, nstate = B.shape[1], A.shape[1]
-        n_chunks = states.shape[2]
+        n_chunks = states.shape[2] - 1
         dout = torch.zeros_like(u) if dout is None else dout.contiguous()
         block_d, block_n, blocks = _launch_geometry(dim, groups, nstate, CONFIG.bwd_block_d)
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
