@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .errors import UserError
 from .images import ImageError, load_image, resize_short_side, to_pil, to_tensor
 from .model import MambaST
+from .model.mamba_st import padded_size
 
 
 def _as_image(image: Image.Image | str | Path) -> Image.Image:
@@ -35,14 +36,11 @@ def stylize(model: MambaST, content: Image.Image | str | Path, style: Image.Imag
             size: int | None = 512, seed: int | None = None, shuffle: bool = True) -> Image.Image:
     """Stylize one pair; returns an RGB PIL image of the (resized) content's size."""
     content_img = resize_short_side(_as_image(content).convert("RGB"), size)
-    p = model.config.patch_size
     w, h = content_img.size
-    if w < p or h < p:
-        raise ImageError(f"content of {w}x{h} px is smaller than one {p}x{p} patch")
-    grid = (-(-w // p) * p, -(-h // p) * p)  # padded content size, (W, H)
+    H, W = padded_size(h, w, model.config.patch_size)  # the model pads the content to this size
     style_img = _as_image(style).convert("RGB")
-    if style_img.size != grid:
-        style_img = style_img.resize(grid, Image.LANCZOS)
+    if style_img.size != (W, H):
+        style_img = style_img.resize((W, H), Image.LANCZOS)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     c = to_tensor(content_img)[None].to(device, dtype)

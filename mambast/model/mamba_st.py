@@ -29,13 +29,24 @@ class MambaST(nn.Module):
         if cfg.init == "official":
             official_init_(self.mamba)
 
+    def set_scan_backend(self, backend: str) -> MambaST:
+        """Select the selective-scan backend of every SS2D layer ("auto", "cpu", "torch", "triton", ...)."""
+        from ..ops.selective_scan import BACKENDS
+
+        if backend not in BACKENDS:
+            raise UserError(f"unknown scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        for module in self.modules():
+            if hasattr(module, "scan_backend"):
+                module.scan_backend = backend
+        return self
+
     def forward(self, content: Tensor, style: Tensor, shuffle: bool = True, seed: int | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         """Stylize: content (B, 3, h, w), style (B or 1, 3, h', w'), floats in [0, 1] -> raw (B, 3, h, w).
 
-        Any h, w >= patch_size: the content is reflection-padded to a multiple of the patch size and the
-        output cropped back; the style is resized (bilinear, antialiased) to the padded content size so
-        both give the same token grid. The output is the CNN decoder's raw, unclamped result.
+        Any h, w >= patch_size: the content is reflection-padded to a multiple of the patch size (at least
+        two patches) and the output cropped back; the style is resized (bilinear, antialiased) to the
+        padded content size so both give the same token grid. The output is the CNN decoder's raw, unclamped result.
         The style shuffle (on by default, as published) draws from `generator`, else from a generator
         seeded with `seed`, else from torch's global RNG; `shuffle=False` turns it off.
         """
@@ -57,14 +68,23 @@ def shuffle_generator(generator: torch.Generator | None, seed: int | None) -> to
     return torch.Generator().manual_seed(seed)
 
 
-def pad_to_patches(image: Tensor, patch: int) -> Tensor:
-    """Reflection-pad (B, 3, h, w) at the bottom/right to multiples of `patch`."""
-    h, w = image.shape[-2:]
+def padded_size(h: int, w: int, patch: int) -> tuple[int, int]:
+    """(h, w) rounded up to multiples of `patch`, at least two patches each; error below one patch."""
     if h < patch or w < patch:
         raise UserError(f"image of {w}x{h} px is smaller than one {patch}x{patch} patch")
-    pad_h, pad_w = -h % patch, -w % patch
+    return max(-(-h // patch), 2) * patch, max(-(-w // patch), 2) * patch
+
+
+def pad_to_patches(image: Tensor, patch: int) -> Tensor:
+    """Pad (B, 3, h, w) at the bottom/right to multiples of `patch`, at least 2 patches per side (the CNN
+    decoder's reflection padding needs a 2 x 2 token grid); reflection padding, replicate where the image is
+    too small to reflect."""
+    h, w = image.shape[-2:]
+    H, W = padded_size(h, w, patch)
+    pad_h, pad_w = H - h, W - w
     if pad_h or pad_w:
-        image = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
+        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+        image = F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
     return image
 
 
