@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,14 +19,10 @@ from mambast.nets.vgg import (
     save_vgg,
 )
 
-SYNTH = Path("/work/shared/official/synthetic_weights.py")
-
 
 @pytest.fixture(scope="module")
-def synthetic_vgg_path(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    subprocess.run([sys.executable, str(SYNTH), str(out), "--seed", "1234"], check=True, capture_output=True)
-    return out / "vgg_normalised.pth"
+def synthetic_vgg_path(synthetic_1234) -> Path:
+    return synthetic_1234 / "vgg_normalised.pth"
 
 
 def _random_sd(layout: str, prefix: str = "") -> dict[str, torch.Tensor]:

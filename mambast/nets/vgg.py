@@ -25,10 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-try:  # the dispatcher prints UserError as one line without a traceback
-    from mambast.errors import UserError as _UserError
-except ImportError:  # pragma: no cover - only before mambast.errors exists
-    _UserError = ValueError
+from ..errors import UserError
 
 __all__ = [
     "LAYOUTS",
@@ -56,7 +53,7 @@ WHERE_TO_GET = (
 )
 
 
-class VGGWeightsError(_UserError):
+class VGGWeightsError(UserError):
     """VGG weights missing, unreadable or not matching the requested layout (one-line message)."""
 
 

@@ -1,0 +1,120 @@
+"""The Mamba-ST training objective (architecture.md section 10). All terms are mean-squared errors.
+
+    content   = MSE(normal(F4(Ics)), normal(F4(c))) + MSE(normal(F5(Ics)), normal(F5(c)))
+    style     = sum_i MSE(mean_i(Ics), mean_i(s)) + MSE(std_i(Ics), std_i(s))           i = 1..5
+    identity1 = MSE(Icc, c) + MSE(Iss, s)                       Icc = model(c, c), Iss = model(s, s)
+    identity2 = sum_i MSE(F_i(Icc), F_i(c)) + MSE(F_i(Iss), F_i(s))
+    total     = 7 content + 10 style + 70 identity1 + 1 identity2
+
+F_i are the frozen VGG's relu{i}_1 features of images in [0, 1]; Ics = model(c, s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LOSS_NAMES", "LossWeights", "mean_std", "normal", "training_losses", "total_loss"]
+
+LOSS_NAMES = ("content", "style", "identity1", "identity2")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the four terms in the total loss (the paper's 7 / 10 / 70 / 1 by default)."""
+
+    content: float = 7.0
+    style: float = 10.0
+    identity1: float = 70.0
+    identity2: float = 1.0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def mean_std(feat: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std over H*W: (B, C, H, W) -> two (B, C, 1, 1); std = sqrt(unbiased var + eps)."""
+    flat = feat.flatten(2)
+    mean = flat.mean(dim=2)
+    std = (flat.var(dim=2, unbiased=True) + eps).sqrt()
+    return mean[..., None, None], std[..., None, None]
+
+
+def normal(feat: Tensor, eps: float = 1e-5) -> Tensor:
+    """Instance-normalise (B, C, H, W) features with :func:`mean_std`."""
+    mean, std = mean_std(feat, eps)
+    return (feat - mean) / std
+
+
+def content_loss(out_feats: list[Tensor], content_feats: list[Tensor]) -> Tensor:
+    """Normalised relu4_1 + relu5_1 MSE."""
+    return sum(F.mse_loss(normal(o), normal(c)) for o, c in zip(out_feats[3:5], content_feats[3:5], strict=True))
+
+
+def style_loss(out_feats: list[Tensor], style_feats: list[Tensor]) -> Tensor:
+    """Sum over relu1_1..relu5_1 of the MSE of channel means plus the MSE of channel stds."""
+    total = out_feats[0].new_zeros(())
+    for o, s in zip(out_feats, style_feats, strict=True):
+        (om, osd), (sm, ssd) = mean_std(o), mean_std(s)
+        total = total + F.mse_loss(om, sm) + F.mse_loss(osd, ssd)
+    return total
+
+
+def feature_loss(a: list[Tensor], b: list[Tensor]) -> Tensor:
+    """Sum over the taps of the plain feature MSE."""
+    return sum(F.mse_loss(x, y) for x, y in zip(a, b, strict=True))
+
+
+def loss_terms(
+    model: nn.Module,
+    vgg: nn.Module,
+    content: Tensor,
+    style: Tensor,
+    shuffle: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The four unweighted terms and the images they came from ({"Ics", "Icc", "Iss"}: (B, 3, H, W) each).
+
+    content, style: (B, 3, H, W) in [0, 1] with the same size. Three model passes (c,s), (c,c), (s,s),
+    each drawing its own style shuffles from `generator` (or torch's global RNG when None).
+    """
+    if content.shape != style.shape:
+        raise ValueError(f"content {tuple(content.shape)} and style {tuple(style.shape)} must have one shape")
+    ics = model(content, style, shuffle=shuffle, generator=generator)
+    icc = model(content, content, shuffle=shuffle, generator=generator)
+    iss = model(style, style, shuffle=shuffle, generator=generator)
+    with torch.no_grad():
+        c_feats, s_feats = vgg(content), vgg(style)
+    ics_feats, icc_feats, iss_feats = vgg(ics), vgg(icc), vgg(iss)
+    terms = {
+        "content": content_loss(ics_feats, c_feats),
+        "style": style_loss(ics_feats, s_feats),
+        "identity1": F.mse_loss(icc, content) + F.mse_loss(iss, style),
+        "identity2": feature_loss(icc_feats, c_feats) + feature_loss(iss_feats, s_feats),
+    }
+    return terms, {"Ics": ics, "Icc": icc, "Iss": iss}
+
+
+def training_losses(
+    model: nn.Module,
+    vgg: nn.Module,
+    content: Tensor,
+    style: Tensor,
+    shuffle: bool = True,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """The four unweighted Mamba-ST losses {"content", "style", "identity1", "identity2"} (scalar tensors).
+
+    model: a MambaST (train mode for DropPath); vgg: a frozen loss network from :func:`mambast.load_vgg`;
+    content, style: (B, 3, H, W) floats in [0, 1]. Combine them with :func:`total_loss`.
+    """
+    return loss_terms(model, vgg, content, style, shuffle=shuffle, generator=generator)[0]
+
+
+def total_loss(terms: dict[str, Tensor], weights: LossWeights | None = None) -> Tensor:
+    """7 content + 10 style + 70 identity1 + 1 identity2 (or the given weights)."""
+    w = (weights or LossWeights()).to_dict()
+    return sum(w[name] * terms[name] for name in LOSS_NAMES)
