@@ -67,6 +67,7 @@ def infer_config(states: dict[str, dict[str, torch.Tensor]]) -> MambaSTConfig:
         channels = [outs[0]] + [outs[4 + 2 * (i - 1)] for i in range(1, stages)]
     except (KeyError, IndexError, ValueError) as e:
         raise UserError(f"checkpoint layout not recognised (missing or odd tensor: {e})") from None
+    dt_rank = None if dt_rank == -(-d_model // 16) else dt_rank  # None = the default rule
     return MambaSTConfig(d_model=d_model, d_state=d_state, expand=d_inner // d_model, dt_rank=dt_rank,
                          patch_size=patch, content_layers=_count_layers(mamba, "encoder_c"),
                          style_layers=_count_layers(mamba, "encoder_s"),
