@@ -19,9 +19,11 @@ __all__ = ["cfsd_from_features", "cfsd"]
 
 
 def cfsd_from_features(f_content: Tensor, f_stylized: Tensor, chunk: int = 1024) -> Tensor:
-    """CFSD from relu3_1 features (B, C, H, W) x2 (same shape) -> (B,) mean row KL(P_content || P_stylized)."""
+    """CFSD from relu3_1 features (B, C, H, W) x2 -> (B,) mean row KL(P_content || P_stylized)."""
     if f_content.shape != f_stylized.shape:
-        raise ValueError(f"CFSD needs equal feature shapes, got {tuple(f_content.shape)}, {tuple(f_stylized.shape)}")
+        raise ValueError(
+            f"CFSD needs equal feature shapes, got {tuple(f_content.shape)}, {tuple(f_stylized.shape)}"
+        )
     fc = f_content.flatten(2).float()  # (B, C, L)
     fs = f_stylized.flatten(2).float()
     length = fc.shape[-1]

@@ -1,8 +1,9 @@
-"""Frechet Inception Distance (Heusel et al., "GANs Trained by a Two Time-Scale Update Rule...", NeurIPS 2017).
+"""Frechet Inception Distance (Heusel et al., NeurIPS 2017: "GANs Trained by a Two Time-Scale Update Rule").
 
 FID = |mu_1 - mu_2|^2 + tr(S_1) + tr(S_2) - 2 tr((S_1^1/2 S_2 S_1^1/2)^1/2)
 between Gaussian fits (mean, unbiased covariance) of two feature sets. The trace term equals the nuclear norm
-of S_1^1/2 S_2^1/2; from features it is computed exactly as the nuclear norm of R_1 R_2^T / sqrt((n_1-1)(n_2-1)),
+of S_1^1/2 S_2^1/2; from features it is computed exactly as the nuclear norm of
+R_1 R_2^T / sqrt((n_1-1)(n_2-1)),
 R_i the triangular factor of the centred features (X_i = Q_i R_i), which stays finite and accurate when there
 are fewer images than feature dimensions (rank-deficient covariances), where scipy's sqrtm of S_1 S_2 fails.
 """
@@ -38,7 +39,8 @@ def _psd_sqrt(s: np.ndarray) -> np.ndarray:
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Frechet distance of N(mu1, sigma1) and N(mu2, sigma2): (d,), (d, d) each.
 
-    The trace term uses the eigenvalues of sqrt(S1) S2 sqrt(S1) (symmetric PSD), so singular covariances are fine.
+    The trace term uses the eigenvalues of sqrt(S1) S2 sqrt(S1) (symmetric PSD):
+    singular covariances are fine.
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
@@ -52,7 +54,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def fid_from_features(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
-    """FID between feature sets a (n1, d) and b (n2, d), n1, n2 >= 2; exact for any n vs d (see module doc)."""
+    """FID between feature sets a (n1, d) and b (n2, d), n1, n2 >= 2; exact for any n vs d."""
     xa = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
     xb = np.asarray(b.detach().cpu() if isinstance(b, torch.Tensor) else b, dtype=np.float64)
     if xa.ndim != 2 or xb.ndim != 2 or xa.shape[1] != xb.shape[1] or min(len(xa), len(xb)) < 2:

@@ -43,7 +43,9 @@ def style_loss(feats_stylized: list[Tensor], feats_style: list[Tensor]) -> Tenso
 
 
 @torch.no_grad()
-def paper_losses(vgg: torch.nn.Module, stylized: Tensor, content: Tensor, style: Tensor) -> tuple[float, float]:
+def paper_losses(
+    vgg: torch.nn.Module, stylized: Tensor, content: Tensor, style: Tensor
+) -> tuple[float, float]:
     """(content loss, style loss) of one stylized image (1, 3, H, W) against its content and style images.
 
     The style image may have any size (only channel statistics are compared); content must match stylized.

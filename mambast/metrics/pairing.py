@@ -1,7 +1,8 @@
 """Pairing stylized images with their content and style images by name, never by sort order alone.
 
 A stylized image is named ``{content_stem}_stylized_{style_stem}.{ext}`` (what `mambast.stylize` writes and
-the StyleID / Mamba-ST protocol uses). Stems may themselves contain "_stylized_": every split point is tried and
+the StyleID / Mamba-ST protocol uses). Stems may themselves contain "_stylized_": every split point is
+tried and
 exactly one must name a known content stem and a known style stem.
 """
 
@@ -30,7 +31,7 @@ class Pair:
 
 @dataclass
 class Pairing:
-    """Result of :func:`pair_by_name`: matched pairs (sorted by content, then style), plus what did not match."""
+    """Result of :func:`pair_by_name`: pairs (sorted by content, then style), plus what did not match."""
 
     pairs: list[Pair] = field(default_factory=list)
     unmatched: list[Path] = field(default_factory=list)  # stylized files naming no known content/style
@@ -38,7 +39,7 @@ class Pairing:
 
 
 def list_image_files(folder: str | Path) -> list[Path]:
-    """Image files under `folder` (recursive, sorted); one-line UserError if it is not a folder or has none."""
+    """Image files under `folder` (recursive, sorted); one-line UserError if not a folder / none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"not a folder: {folder}")
@@ -57,12 +58,14 @@ def _index(paths: Sequence[Path], what: str) -> dict[str, Path]:
     return index
 
 
-def split_name(stem: str, contents: Sequence[str] | set[str], styles: Sequence[str] | set[str]) -> tuple[str, str]:
-    """``"{c}_stylized_{s}"`` -> (c, s) with c in `contents` and s in `styles`; UserError if none or ambiguous."""
+def split_name(
+    stem: str, contents: Sequence[str] | set[str], styles: Sequence[str] | set[str]
+) -> tuple[str, str]:
+    """``"{c}_stylized_{s}"`` -> (c, s) with c in `contents` and s in `styles` (else UserError)."""
     hits = []
     start = stem.find(SEP)
     while start >= 0:
-        c, s = stem[:start], stem[start + len(SEP):]
+        c, s = stem[:start], stem[start + len(SEP) :]
         if c in contents and s in styles:
             hits.append((c, s))
         start = stem.find(SEP, start + 1)

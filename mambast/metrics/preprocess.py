@@ -1,11 +1,11 @@
 """The two named preprocessing modes of the evaluation.
 
-    "paper"   every image (stylized, content, style) resized so its short side is `size` (default 512, PIL
-              bilinear with antialiasing, like torchvision's Resize) and centre-cropped to size x size: the
-              StyleID / Mamba-ST protocol.
-    "native"  images used as they are on disk, as the art-fid package does (no resize); images of different
-              sizes are never stacked, and LPIPS / CFSD resize the content image to its stylized image's size
-              when the two differ.
+"paper"   every image (stylized, content, style) resized so its short side is `size` (default 512, PIL
+          bilinear with antialiasing, like torchvision's Resize) and centre-cropped to size x size: the
+          StyleID / Mamba-ST protocol.
+"native"  images used as they are on disk, as the art-fid package does (no resize); images of different
+          sizes are never stacked, and LPIPS / CFSD resize the content image to its stylized image's size
+          when the two differ.
 """
 
 from __future__ import annotations

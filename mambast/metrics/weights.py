@@ -1,6 +1,7 @@
 """Where the metric networks' weight files come from: user paths, a cache folder, or an opt-in fetch.
 
-Nothing is ever downloaded implicitly. Each metric needs files the user passes (``--inception`` ...) or that sit
+Nothing is ever downloaded implicitly. Each metric needs files the user passes (``--inception`` ...) or that
+sit
 in the weights folder (``--weights-dir``, else ``$MAMBAST_WEIGHTS``, else ``~/.cache/mambast/weights``) under
 their usual file names. ``mambast weights fetch NAME`` downloads a known file from its public home into that
 folder and records its SHA-256 in ``manifest.json`` next to it (checking it against the hash prefix the
@@ -61,8 +62,14 @@ KNOWN: dict[str, WeightFile] = {
         ),
         WeightFile(
             "pt_inception", "pt_inception-2015-12-05-6726825d.pth",
-            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
-            "--fid-inception", "plain FID on ImageNet Inception (pytorch-fid's port of the TF graph)", "6726825d",
+            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+            "pt_inception-2015-12-05-6726825d.pth",
+            "--fid-inception", "plain FID on ImageNet Inception (pytorch-fid's TF port)",
+            "6726825d",
+        ),
+        WeightFile(
+            "vgg_normalised", "vgg_normalised.pth", "",
+            "--vgg", "paper content / style losses (AdaIN / StyTr2 / Mamba-ST release; no stable public URL)",
         ),
     )
 }  # fmt: skip
@@ -76,7 +83,9 @@ def weights_dir(override: str | Path | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mambast" / "weights"
 
 
-def resolve(name: str, explicit: str | Path | None, folder: str | Path | None = None) -> tuple[Path | None, str]:
+def resolve(
+    name: str, explicit: str | Path | None, folder: str | Path | None = None
+) -> tuple[Path | None, str]:
     """(path, "") for weight `name` from an explicit path or the weights folder, or (None, why it is missing).
 
     An explicit path that does not exist is an error (UserError), not a silent skip.
@@ -112,7 +121,9 @@ def _record(folder: Path, name: str, filename: str, url: str, sha: str) -> None:
     manifest.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def fetch(name: str, folder: str | Path | None = None, url: str | None = None, force: bool = False) -> tuple[Path, str]:
+def fetch(
+    name: str, folder: str | Path | None = None, url: str | None = None, force: bool = False
+) -> tuple[Path, str]:
     """Download known weight `name` (network access needed) into the weights folder -> (path, sha256).
 
     url: a mirror to use instead of the public home. The SHA-256 is recorded in manifest.json; a mismatch with
@@ -125,6 +136,10 @@ def fetch(name: str, folder: str | Path | None = None, url: str | None = None, f
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / known.filename
     source = url or known.url
+    if not source:
+        raise UserError(
+            f"{name} has no stable public download ({known.purpose}); pass {known.flag} PATH or --url"
+        )
     if dest.is_file() and not force:
         sha = sha256_file(dest)
         _record(out_dir, name, known.filename, source, sha)
@@ -136,11 +151,15 @@ def fetch(name: str, folder: str | Path | None = None, url: str | None = None, f
                 shutil.copyfileobj(resp, tmp)
         except (OSError, ValueError) as exc:
             tmp_path.unlink(missing_ok=True)
-            raise UserError(f"download of {name} from {source} failed (network access needed): {exc}") from None
+            raise UserError(
+                f"download of {name} from {source} failed (network access needed): {exc}"
+            ) from None
     sha = sha256_file(tmp_path)
     if known.sha256_prefix and not sha.startswith(known.sha256_prefix):
         tmp_path.unlink(missing_ok=True)
-        raise UserError(f"{name}: SHA-256 {sha} does not start with the published {known.sha256_prefix}; removed")
+        raise UserError(
+            f"{name}: SHA-256 {sha} does not start with the published {known.sha256_prefix}; removed"
+        )
     tmp_path.replace(dest)
     _record(out_dir, name, known.filename, source, sha)
     return dest, sha

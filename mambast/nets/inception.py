@@ -4,12 +4,14 @@ Three weight layouts are understood (all share torchvision's ``Inception3`` back
 ``Conv2d_1a_3x3.conv.weight`` ... ``Mixed_7c.branch_pool.bn.running_var``):
 
     "art"          the art-fid package's ``art_inception.pth`` (Wright & Ommer, GCPR 2022): the backbone plus
-                   two classifier heads ``fc1`` / ``fc2`` and two auxiliary heads ``AuxLogits1`` / ``AuxLogits2``.
+                   two classifier heads ``fc1`` / ``fc2`` and two auxiliary heads
+                   ``AuxLogits1`` / ``AuxLogits2``.
                    Input as art-fid feeds it: RGB in [0, 1], no resizing, no normalisation.
     "torchvision"  torchvision's ImageNet ``inception_v3_google-*.pth`` (heads ``fc`` and ``AuxLogits``).
                    Input: resized to 299 x 299 (bilinear), ImageNet mean / std.
     "pytorch-fid"  pytorch-fid's ``pt_inception-2015-12-05-*.pth`` (the TF FID graph: 1008-way ``fc``, average
-                   pools that exclude padding, max pool in the last block). Input: 299 x 299 (bilinear), 2x - 1.
+                   pools that exclude padding, max pool in the last block).
+                   Input: 299 x 299 (bilinear), 2x - 1.
 
 The heads are loaded (so a file round-trips) but never used: the feature is the global average pool of
 Mixed_7c, (B, 2048). Reference: Szegedy et al., "Rethinking the Inception Architecture", CVPR 2016.
@@ -176,7 +178,7 @@ class InceptionAux(nn.Module):
 
 
 class InceptionV3(nn.Module):
-    """Inception-v3 backbone returning the (B, 2048) pool features, with the heads of `layout` kept for loading.
+    """Inception-v3 backbone returning the (B, 2048) pool features, with the layout's heads (loaded, unused).
 
     layout: one of LAYOUTS. heads: {head name: number of classes}, e.g. {"fc1": 1000, "fc2": 1000} with
     aux heads {"AuxLogits1": ..., ...} (default: the layout's usual heads with 1000 / 1008 classes).
@@ -186,7 +188,9 @@ class InceptionV3(nn.Module):
     def __init__(self, layout: str = "art", heads: Mapping[str, int] | None = None) -> None:
         super().__init__()
         if layout not in LAYOUTS:
-            raise InceptionWeightsError(f"unknown Inception layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+            raise InceptionWeightsError(
+                f"unknown Inception layout {layout!r}; choose one of {', '.join(LAYOUTS)}"
+            )
         self.layout = layout
         tf = layout == "pytorch-fid"
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
@@ -234,7 +238,7 @@ class InceptionV3(nn.Module):
 
 
 def default_heads(layout: str) -> dict[str, int]:
-    """The classifier heads a file of `layout` usually carries (class counts are read from files when loading)."""
+    """The classifier heads a file of `layout` usually carries (files set the class counts)."""
     if layout == "art":
         return {"AuxLogits1": 1000, "AuxLogits2": 1000, "fc1": 1000, "fc2": 1000}
     if layout == "pytorch-fid":
@@ -243,7 +247,7 @@ def default_heads(layout: str) -> dict[str, int]:
 
 
 def detect_layout(state_dict: Mapping[str, Tensor]) -> str:
-    """Tell the layout from the head keys: fc1/fc2 -> "art", 1008-way fc -> "pytorch-fid", else "torchvision"."""
+    """Layout from the head keys: fc1/fc2 -> "art", 1008-way fc -> "pytorch-fid", else "torchvision"."""
     if "fc1.weight" in state_dict or "fc2.weight" in state_dict:
         return "art"
     fc = state_dict.get("fc.weight")
@@ -296,7 +300,9 @@ def load_inception(path: str | Path, layout: str = "auto", device: str | torch.d
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unreadable / not a torch file: one clear line
-        raise InceptionWeightsError(f"cannot read Inception weights {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise InceptionWeightsError(
+            f"cannot read Inception weights {path}: {str(exc).splitlines()[0][:200]}"
+        ) from None
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise InceptionWeightsError(f"{path} is not an Inception-v3 state dict")
     state_dict = {k.removeprefix("module."): v for k, v in obj.items()}

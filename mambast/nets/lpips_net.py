@@ -6,7 +6,8 @@ normalised over channels, the squared differences are weighted per channel by a 
 ("linear head", no bias), averaged over space and summed over the five layers.
 
 Weights, two files (or one file holding both):
-    backbone   torchvision's ImageNet AlexNet (``alexnet-owt-7be5be79.pth``: ``features.{0,3,6,8,10}.weight|bias``,
+    backbone   torchvision's ImageNet AlexNet (``alexnet-owt-7be5be79.pth``:
+               ``features.{0,3,6,8,10}.weight|bias``,
                classifier ignored) or the lpips package's full model keys ``net.slice{1..5}.{0,3,6,8,10}.*``.
     heads      the lpips package's ``weights/v0.1/alex.pth``: ``lin{0..4}.model.1.weight`` of shapes
                (1, 64|192|384|256|256, 1, 1).
@@ -18,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mambast.errors import UserError
@@ -81,7 +81,9 @@ class LPIPSAlex(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """(B, 3, H, W) x2 in [0, 1] -> (B,) LPIPS distances."""
         if x.shape != y.shape:
-            raise ValueError(f"LPIPS needs images of the same size, got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"LPIPS needs images of the same size, got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
         total = x.new_zeros(x.shape[0])
         for lin, fx, fy in zip(self.lins, self.taps(x), self.taps(y), strict=True):
             total = total + lin((fx - fy).pow(2)).mean(dim=(1, 2, 3))
@@ -94,7 +96,9 @@ def _read(path: Path, what: str) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # one clear line for any unreadable file
-        raise LPIPSWeightsError(f"cannot read LPIPS {what} weights {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise LPIPSWeightsError(
+            f"cannot read LPIPS {what} weights {path}: {str(exc).splitlines()[0][:200]}"
+        ) from None
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise LPIPSWeightsError(f"{path} is not a state dict")
     return {k.removeprefix("module."): v for k, v in obj.items()}
@@ -116,7 +120,9 @@ def _backbone_keys(sd: Mapping[str, Tensor], path: Path) -> dict[str, Tensor]:
                 problems.append(f"{key} {tuple(sd[key].shape)} != {want}")
             out[f"features.{idx}.{name}"] = sd[key]
     if problems:
-        raise LPIPSWeightsError(f"{path} is not an AlexNet backbone (torchvision or lpips layout): {', '.join(problems[:4])}")
+        raise LPIPSWeightsError(
+            f"{path} is not an AlexNet backbone (torchvision or lpips layout): {', '.join(problems[:4])}"
+        )
     return out
 
 
@@ -140,7 +146,7 @@ def _head_keys(sd: Mapping[str, Tensor], path: Path) -> dict[str, Tensor]:
 def load_lpips(
     alexnet: str | Path, heads: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> LPIPSAlex:
-    """Load :class:`LPIPSAlex` from an AlexNet backbone file and the v0.1 heads file (or one file with both)."""
+    """Load :class:`LPIPSAlex` from an AlexNet backbone file and the v0.1 heads file (or one file)."""
     backbone_sd = _read(Path(alexnet), "AlexNet")
     heads_path = Path(heads) if heads is not None else Path(alexnet)
     heads_sd = _read(heads_path, "linear-head") if heads is not None else backbone_sd
