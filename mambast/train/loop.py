@@ -1,0 +1,264 @@
+"""The training loop: one process, or one of K torchrun ranks (DistributedDataParallel).
+
+Determinism: the model is initialised from the seed; step t's data depends only on (seed, t, rank, world
+size, batch size) (see data.py); and before step t every rank reseeds torch's global RNG (DropPath) and a
+fresh style-shuffle generator from (seed, t, rank). So a run's result does not depend on where it was
+interrupted: on CPU, N steps straight and N/2 steps + resume + N/2 steps give bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..model import MambaST
+from ..model.blocks import STVSSBlock, VSSBlock
+from ..nets.vgg import load_vgg
+from .checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    write_run_config,
+)
+from .config import TrainConfig
+from .data import PairStream, find_images, make_loader, mix_seed
+from .distributed import DistContext, gather_lists, init_distributed, mean_over_ranks, shutdown
+from .losses import LOSS_NAMES, loss_terms, total_loss
+from .monitor import MetricsLog, save_sample_grid
+from .optim import build_optimizer, lr_at, set_lr
+
+__all__ = ["TrainResult", "train", "enable_grad_checkpointing"]
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run reports."""
+
+    run_dir: Path
+    step: int
+    losses: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    bad_files: list[str] = field(default_factory=list)
+
+
+def enable_grad_checkpointing(model: nn.Module) -> int:
+    """Recompute every VSS / ST-VSS block in the backward instead of storing its activations.
+
+    DropPath inside a block draws from torch's global RNG, which checkpoint() restores for the recompute;
+    the style shuffle happens outside the blocks. Returns the number of blocks wrapped.
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, (VSSBlock, STVSSBlock)) and not hasattr(module, "_unwrapped_forward"):
+            module._unwrapped_forward = module.forward
+            module.forward = functools.partial(_checkpointed, module._unwrapped_forward)
+            count += 1
+    return count
+
+
+def _checkpointed(forward, *args):
+    if not torch.is_grad_enabled():
+        return forward(*args)
+    return checkpoint(forward, *args, use_reentrant=False)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    if not use:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class _Run:
+    """The state of one run on one rank."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool):
+        self.cfg, self.run_dir, self.ctx = cfg, run_dir, ctx
+        contents = find_images(cfg.content_dir, "content")
+        styles = find_images(cfg.style_dir, "style")
+        self.vgg = load_vgg(cfg.vgg, cfg.vgg_layout, allow_random=cfg.allow_random_vgg, device=ctx.device)
+        self.stream = PairStream(contents, styles, cfg.size, cfg.load_size, cfg.seed)
+        torch.manual_seed(mix_seed(cfg.seed, 0))  # the same initial weights on every rank and every run
+        self.model = MambaST(cfg.model_config()).to(ctx.device).train()
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.step, self.bad, self.checkpoint = 0, set(), None
+        if resume:
+            self._resume()
+        elif ctx.is_main:
+            write_run_config(run_dir, cfg.to_dict())
+        if cfg.grad_checkpoint:
+            enable_grad_checkpointing(self.model)
+        self.net = self.model
+        if ctx.distributed:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            raise UserError(f"--resume {self.run_dir}: the run has no checkpoint yet")
+        state = load_checkpoint(path, map_location="cpu")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.bad = set(state["data"].get("bad_files", []))
+        rng = state["rng"]["per_rank"]
+        if len(rng) == self.ctx.world_size:
+            _restore_rng(rng[self.ctx.rank], self.ctx.device)
+        self.checkpoint = path
+
+    def state(self, bad_files: list[str], rng: list[dict]) -> dict:
+        return {
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"scheme": "reseeded per step from (seed, step, rank)", "seed": self.cfg.seed,
+                    "per_rank": rng},
+            "data": {"position": self.step, "world_size": self.ctx.world_size,
+                     "batch_size": self.cfg.batch_size, "bad_files": bad_files},
+        }
+
+    def train_step(self, batch: dict) -> tuple[dict[str, float], dict]:
+        cfg, ctx = self.cfg, self.ctx
+        set_lr(self.optimizer, lr_at(self.step, cfg))
+        torch.manual_seed(mix_seed(cfg.seed, 10, self.step, ctx.rank))
+        shuffles = torch.Generator().manual_seed(mix_seed(cfg.seed, 11, self.step, ctx.rank))
+        content = batch["content"].to(ctx.device, non_blocking=True)
+        style = batch["style"].to(ctx.device, non_blocking=True)
+        with _autocast(cfg, ctx.device):
+            terms, images = loss_terms(self.net, self.vgg, content, style, cfg.style_shuffle, shuffles)
+            loss = total_loss({k: v.float() for k, v in terms.items()}, cfg.weights())
+        if not math.isfinite(loss.item()):
+            raise UserError(f"the loss became {loss.item()} at step {self.step}; lower --lr or set --grad-clip")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        values = {k: terms[k].item() for k in LOSS_NAMES}
+        values["total"] = loss.item()
+        images.update(content=content, style=style)
+        return values, images
+
+
+def _save(run: _Run) -> Path | None:
+    """Every rank calls this (the bad-file lists and RNG states are gathered); rank 0 writes."""
+    bad = gather_lists(run.ctx, sorted(run.bad))
+    rng = _gather_rng(run.ctx)
+    if not run.ctx.is_main:
+        return None
+    return save_checkpoint(run.run_dir, run.state(bad, rng), run.cfg.keep_last)
+
+
+def _gather_rng(ctx: DistContext) -> list[dict]:
+    mine = _rng_state(ctx.device)
+    if not ctx.distributed:
+        return [mine]
+    import torch.distributed as dist
+
+    parts: list = [None] * ctx.world_size
+    dist.all_gather_object(parts, {k: v.tolist() for k, v in mine.items()})
+    return [{k: torch.tensor(v, dtype=torch.uint8) for k, v in p.items()} for p in parts]
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    if list_checkpoints(run_dir):
+        raise UserError(f"--out {run_dir} already holds a training run; continue it with --resume {run_dir} "
+                        "or choose another --out")
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train until cfg.max_iter steps (continuing the latest checkpoint of run_dir when `resume`).
+
+    Logs every cfg.log_every steps (metrics.jsonl, progress bar, TensorBoard), writes a sample grid every
+    cfg.sample_every steps and a checkpoint every cfg.save_every steps and at the end; under torchrun each
+    rank trains on its own data shard and only rank 0 writes files.
+    """
+    run_dir = Path(run_dir).expanduser()
+    if not resume:
+        _check_new_run_dir(run_dir)
+    ctx = init_distributed(cfg.device)
+    try:
+        return _train(cfg, run_dir, ctx, resume, progress)
+    finally:
+        shutdown(ctx)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool, progress: bool) -> TrainResult:
+    run = _Run(cfg, run_dir, ctx, resume)
+    start = run.step
+    if start >= cfg.max_iter:
+        return TrainResult(run_dir, start, checkpoint=run.checkpoint, bad_files=sorted(run.bad))
+    batches = make_loader(run.stream, start, cfg.batch_size, cfg.workers, ctx.rank, ctx.world_size)
+    log = MetricsLog(run_dir, start) if ctx.is_main else None
+    bar = tqdm(total=cfg.max_iter, initial=start, disable=not (progress and ctx.is_main), unit="it",
+               dynamic_ncols=True, desc="train")
+    values: dict[str, float] = {}
+    t_last, n_last = time.perf_counter(), start
+    saved = run.checkpoint
+    try:
+        while run.step < cfg.max_iter:
+            batch = next(batches)
+            _note_bad(run, batch["bad"], bar)
+            values, images = run.train_step(batch)
+            bar.update(1)
+            step = run.step
+            if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.max_iter):
+                values = mean_over_ranks(ctx, values)
+                now = time.perf_counter()
+                rate = (step - n_last) / max(now - t_last, 1e-9)
+                t_last, n_last = now, step
+                if log is not None:
+                    log.write(step, {**values, "lr": lr_at(step - 1, cfg), "it_per_s": rate,
+                                     "skipped_files": len(run.bad)})
+                bar.set_postfix({short: f"{values[k]:.3g}" for k, short in _SHORT.items()}, refresh=False)
+            if ctx.is_main and cfg.sample_every and step % cfg.sample_every == 0:
+                save_sample_grid(run_dir, step, images)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_iter:
+                saved = _save(run) or saved
+    except KeyboardInterrupt:
+        if not ctx.distributed and run.step > start:
+            saved = _save(run)
+            bar.write(f"interrupted: saved {saved}; continue with --resume {run_dir}")
+        raise
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    return TrainResult(run_dir, run.step, values, saved, sorted(run.bad))
+
+
+_SHORT = {"content": "c", "style": "s", "identity1": "id1", "identity2": "id2", "total": "total"}
+
+
+def _note_bad(run: _Run, bad: list[str], bar: tqdm) -> None:
+    for path in bad:
+        if path not in run.bad:
+            run.bad.add(path)
+            bar.write(f"skipping unreadable image {path} ({len(run.bad)} skipped so far)")

@@ -1,0 +1,91 @@
+"""Watching a run: the metrics file (JSON lines), TensorBoard events when available, sample grids."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..images import to_pil
+
+__all__ = ["MetricsLog", "sample_grid", "save_sample_grid", "read_metrics"]
+
+GRID_COLUMNS = ("content", "style", "Ics", "Icc", "Iss")
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to RUN_DIR/metrics.jsonl (and TensorBoard scalars).
+
+    On resume the file is cut back to the resumed step, so it never holds the same step twice.
+    """
+
+    def __init__(self, run_dir: str | Path, resume_step: int = 0, tensorboard: bool = True):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        if resume_step and self.path.exists():
+            keep = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in keep))
+        elif not resume_step:
+            self.path.write_text("")
+        self._file = open(self.path, "a")
+        self.tb = _tensorboard(Path(run_dir) / "tb") if tensorboard else None
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        record = {"step": step, **{k: _finite(v) for k, v in values.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self.tb is not None:
+            for key, value in values.items():
+                self.tb.add_scalar(f"train/{key}", value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of RUN_DIR/metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62  # drop unparsable lines (a torn last write)
+
+
+def _finite(v: float) -> float | str:
+    return v if math.isfinite(v) else str(v)
+
+
+def _tensorboard(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed: metrics.jsonl only
+        return None
+    return SummaryWriter(str(folder))
+
+
+def sample_grid(images: dict[str, Tensor], rows: int = 4) -> Image.Image:
+    """One row per sample (at most `rows`), columns content | style | Ics | Icc | Iss, clamped to [0, 1].
+
+    images: {name: (B, 3, H, W)} with the GRID_COLUMNS names.
+    """
+    cols = [images[name].detach().float().cpu()[:rows] for name in GRID_COLUMNS]
+    grid = torch.cat([torch.cat(list(col), dim=1) for col in cols], dim=2)  # (3, rows*H, 5*W)
+    return to_pil(grid)
+
+
+def save_sample_grid(run_dir: str | Path, step: int, images: dict[str, Tensor]) -> Path:
+    path = Path(run_dir) / "samples" / f"step_{step:08d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sample_grid(images).save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
