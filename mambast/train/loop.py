@@ -12,6 +12,7 @@ import contextlib
 import functools
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,8 @@ class _Run:
             enable_grad_checkpointing(self.model)
         self.net = self.model
         if ctx.distributed:
+            # the depthwise conv's gradient layout differs from DDP's bucket view: harmless, only slower
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
