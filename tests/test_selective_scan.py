@@ -7,6 +7,7 @@ loop of scan_ref.py run in float64 on the same (rounded) inputs.
 from __future__ import annotations
 
 import importlib
+import platform
 import random
 import warnings
 
@@ -290,3 +291,24 @@ def test_checkpoint_memory_is_small():
     full = 1 * 128 * 16 * 256  # B D N L
     inputs_size = 2 * 128 * 256 + 2 * 2 * 16 * 256 + 128 * 16 + 2 * 128
     assert sum(sizes) - inputs_size <= full // 64 * 1.05
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 target names")
+@pytest.mark.parametrize("arch", ["x86-64-v3", "x86-64"])
+def test_avx2_and_portable_builds(monkeypatch, arch):
+    """The AVX2 (8 lanes) and the portable vector-extension (SSE2) builds give the same numbers."""
+    monkeypatch.setenv("MAMBAST_NATIVE_ARCH", arch)
+    scan_cpu._library.cache_clear()
+    try:
+        if not scan_cpu.native_available():
+            pytest.skip(scan_cpu.unavailable_reason())
+        assert scan_cpu._library().mst_vector_width() == 8
+        for case in GRID[:4]:
+            batch, dg, groups, length, state, three_d, with_D, with_z, with_bias, softplus = case
+            inputs = make_inputs(sum(case[:5]), batch, dg, groups, length, state, three_d, with_D, with_z,
+                                 with_bias, softplus)
+            assert_close_to_ref(_native, inputs, softplus, tol=2e-5, cache_key=case)
+    finally:
+        monkeypatch.undo()
+        scan_cpu._library.cache_clear()

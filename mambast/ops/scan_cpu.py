@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _SOURCE = Path(__file__).parent / "csrc" / "selective_scan_cpu.c"
-_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math")
+_FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi")
 _P = ctypes.POINTER(ctypes.c_float)
 
 
@@ -59,6 +59,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MAMBAST_CACHE_DIR") or Path.home() / ".cache" / "mambast")
 
 
+def _flags() -> tuple[str, ...]:
+    """Compiler flags; the target is -march=$MAMBAST_NATIVE_ARCH (default native; e.g. x86-64-v3 for AVX2,
+    x86-64 for the portable vector-extension path)."""
+    return (f"-march={os.environ.get('MAMBAST_NATIVE_ARCH') or 'native'}", *_FLAGS)
+
+
 def _compiler() -> str | None:
     for name in (os.environ.get("CC"), "cc", "gcc"):
         if name and shutil.which(name):
@@ -79,7 +85,7 @@ def _cpu_flags() -> str:
 def _library_path(cc: str) -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     key = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(_FLAGS).encode(), version.encode(), _cpu_flags().encode()):
+    for part in (_SOURCE.read_bytes(), " ".join(_flags()).encode(), version.encode(), _cpu_flags().encode()):
         key.update(part)
         key.update(b"\0")
     return cache_dir() / f"selective_scan_cpu-{key.hexdigest()[:16]}.so"
@@ -92,7 +98,7 @@ def _compile(cc: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([cc, *_FLAGS, "-o", tmp, str(_SOURCE)], capture_output=True, text=True,
+        result = subprocess.run([cc, *_flags(), "-o", tmp, str(_SOURCE)], capture_output=True, text=True,
                                 timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f"{cc} failed: {result.stderr.strip().splitlines()[-1:]}")

@@ -31,12 +31,12 @@ class _Chunk:
 
     def __init__(self, u, delta, A, B, C, bias, softplus, t0, t1):
         # u, delta: (B, G, Dg, L); A: (G, Dg, N); B, C: (B, G, N, L); bias: (G, Dg) or None
-        self.u = u[..., t0:t1].permute(3, 0, 1, 2)  # (T, B, G, Dg)
-        x = delta[..., t0:t1].permute(3, 0, 1, 2)
+        self.u = u[..., t0:t1].permute(3, 0, 1, 2).contiguous()  # (T, B, G, Dg)
+        x = delta[..., t0:t1].permute(3, 0, 1, 2).contiguous()
         self.x = x if bias is None else x + bias
         self.dt = F.softplus(self.x) if softplus else self.x
-        self.B = B[..., t0:t1].permute(3, 0, 1, 2).unsqueeze(3)  # (T, B, G, 1, N)
-        self.C = C[..., t0:t1].permute(3, 0, 1, 2).unsqueeze(3)
+        self.B = B[..., t0:t1].permute(3, 0, 1, 2).unsqueeze(3).contiguous()  # (T, B, G, 1, N)
+        self.C = C[..., t0:t1].permute(3, 0, 1, 2).unsqueeze(3).contiguous()
         self.a = torch.exp(self.dt.unsqueeze(-1) * A)  # (T, B, G, Dg, N)
         self.dtu = self.dt * self.u
         self.bu = self.dtu.unsqueeze(-1) * self.B
@@ -45,7 +45,7 @@ class _Chunk:
         """h_t for t in the chunk, (T, B, G, Dg, N), from the state h before it."""
         hs = torch.empty_like(self.a)
         for t in range(hs.shape[0]):
-            h = torch.addcmul(self.bu[t], self.a[t], h, out=hs[t])
+            h = torch.mul(self.a[t], h, out=hs[t]).add_(self.bu[t])  # (addcmul with out= is slow)
         return hs
 
 

@@ -135,23 +135,6 @@ INLINE vf vlog1p_01(vf y)
 
 INLINE vf vabs(vf x) { return (vf)((vu)x & 0x7fffffffu); }
 
-/* softplus(x) with torch's threshold 20: x if x > 20 else log1p(exp(x)), computed stably. */
-INLINE vf vsoftplus(vf x)
-{
-    vf e = vexp2_neg(-vabs(x) * LOG2E);
-    vf s = vmax(x, vbcast(0.f)) + vlog1p_01(e);
-    return vselect(x > 20.f, x, s);
-}
-
-/* d softplus / dx: sigmoid(x), or 1 above the threshold. */
-INLINE vf vsoftplus_grad(vf x)
-{
-    vf e = vexp2_neg(-vabs(x) * LOG2E);
-    vf inv = 1.f / (1.f + e);
-    vf s = vselect(x >= 0.f, inv, e * inv);
-    return vselect(x > 20.f, vbcast(1.f), s);
-}
-
 /* ------------------------------------------------------------------------------------------------ */
 /* lane reductions: out[n] = sum over lanes of v[n], n < N                                          */
 
@@ -238,11 +221,12 @@ INLINE void transpose_block(vf *r)
     const vi lo[3] = {{0, 1, 2, 3, 8, 9, 10, 11}, {0, 1, 8, 9, 4, 5, 12, 13}, {0, 8, 2, 10, 4, 12, 6, 14}};
     const vi hi[3] = {{4, 5, 6, 7, 12, 13, 14, 15}, {2, 3, 10, 11, 6, 7, 14, 15}, {1, 9, 3, 11, 5, 13, 7, 15}};
 #endif
-    int stage = 0;
-    for (int b = VL / 2; b >= 1; b /= 2, stage++) {
-        for (int i = 0; i < VL; i++) {
-            if ((i / b) % 2)
-                continue;
+#pragma GCC unroll 4
+    for (int stage = 0; (VL >> (stage + 1)) >= 1; stage++) {
+        const int b = VL >> (stage + 1);
+#pragma GCC unroll 8
+        for (int q = 0; q < VL / 2; q++) {
+            const int i = (q / b) * 2 * b + q % b; /* rows i and i + b are swapped blockwise */
             const vf x = r[i], y = r[i + b];
             r[i] = __builtin_shuffle(x, y, lo[stage]);
             r[i + b] = __builtin_shuffle(x, y, hi[stage]);
@@ -260,10 +244,13 @@ static void load_tile(vf *restrict dst, const float *src, int64_t sc, int64_t st
     if (st == 1 && nc == VL) {
         for (; t0 + VL <= T; t0 += VL) {
             vf r[VL];
+#pragma GCC unroll 16
             for (int c = 0; c < VL; c++)
                 memcpy(&r[c], src + c * sc + t0, sizeof(vf));
             transpose_block(r);
-            memcpy(dst + t0, r, sizeof r);
+#pragma GCC unroll 16
+            for (int c = 0; c < VL; c++)
+                dst[t0 + c] = r[c];
         }
         if (t0 == T)
             return;
@@ -286,6 +273,16 @@ static void load_tile(vf *restrict dst, const float *src, int64_t sc, int64_t st
     }
 }
 
+/* ask for the cache lines of a (channel, time) tile that will be loaded next (contiguous rows only) */
+static void prefetch_tile(const float *src, int64_t sc, int64_t st, int nc, int T)
+{
+    if (st != 1)
+        return;
+    for (int c = 0; c < nc; c++)
+        for (int t = 0; t < T; t += 64 / (int)sizeof(float))
+            __builtin_prefetch(src + c * sc + t, 0, 2);
+}
+
 /* dst[c * L + t] = src[t][c] for c < nc (dst rows contiguous in t) */
 static void store_tile(float *dst, int64_t sc, const vf *restrict src, int nc, int T)
 {
@@ -295,8 +292,11 @@ static void store_tile(float *dst, int64_t sc, const vf *restrict src, int nc, i
     if (nc == VL) {
         for (; t0 + VL <= T; t0 += VL) {
             vf r[VL];
-            memcpy(r, src + t0, sizeof r);
+#pragma GCC unroll 16
+            for (int c = 0; c < VL; c++)
+                r[c] = src[t0 + c];
             transpose_block(r);
+#pragma GCC unroll 16
             for (int c = 0; c < VL; c++)
                 memcpy(dst + c * sc + t0, &r[c], sizeof(vf));
         }
@@ -351,18 +351,37 @@ INLINE void load_A(vf *Av, const mst_params *p, const mst_task *k, const int N, 
     }
 }
 
-/* stage u and dt (and the raw delta + bias when `xs` is given) of one chunk */
-INLINE void stage_inputs(const mst_params *p, const mst_task *k, int64_t t0, int T, vf bias, vf *us,
-                         vf *dts, vf *xs)
+/* stage u and dt (and, when `sg` is given, d dt / d(delta + bias) and whether delta + bias > 20) of the
+ * chunk [t0, t0 + T); prefetch the chunk that starts at `next` (if >= 0) */
+INLINE void stage_inputs(const mst_params *p, const mst_task *k, int64_t t0, int T, int64_t next, vf bias,
+                         vf *us, vf *dts, vf *sg)
 {
+    if (next >= 0) {
+        const int Tn = (int)(p->L - next < MST_CHUNK ? p->L - next : MST_CHUNK);
+        prefetch_tile(p->u + k->b * p->su_b + k->d0 * p->su_d + next * p->su_t, p->su_d, p->su_t, (int)k->nc, Tn);
+        prefetch_tile(p->delta + k->b * p->sd_b + k->d0 * p->sd_d + next * p->sd_t, p->sd_d, p->sd_t,
+                      (int)k->nc, Tn);
+    }
     load_tile(us, p->u + k->b * p->su_b + k->d0 * p->su_d + t0 * p->su_t, p->su_d, p->su_t, (int)k->nc, T);
     load_tile(dts, p->delta + k->b * p->sd_b + k->d0 * p->sd_d + t0 * p->sd_t, p->sd_d, p->sd_t,
               (int)k->nc, T);
     for (int t = 0; t < T; t++) {
-        vf x = dts[t] + bias;
-        if (xs)
-            xs[t] = x;
-        dts[t] = p->softplus ? vsoftplus(x) : x;
+        const vf x = dts[t] + bias;
+        if (!p->softplus) {
+            dts[t] = x;
+            if (sg)
+                sg[t] = vbcast(1.f);
+            continue;
+        }
+        /* softplus(x) = max(x, 0) + log1p(e), sigmoid(x) = 1 / (1 + e) or e / (1 + e), e = exp(-|x|);
+         * above torch's threshold 20: x and 1 */
+        const vf e = vexp2_neg(-vabs(x) * LOG2E);
+        const vi big = x > 20.f;
+        dts[t] = vselect(big, x, vmax(x, vbcast(0.f)) + vlog1p_01(e));
+        if (sg) {
+            const vf inv = 1.f / (1.f + e);
+            sg[t] = vselect(big, vbcast(1.f), vselect(x >= 0.f, inv, e * inv));
+        }
     }
 }
 
@@ -383,7 +402,7 @@ INLINE void fwd_task(const mst_params *p, const mst_fwd_out *o, int64_t i, vf *s
     for (int64_t ci = 0; ci < nch; ci++) {
         const int64_t t0 = ci * MST_CHUNK;
         const int T = (int)(L - t0 < MST_CHUNK ? L - t0 : MST_CHUNK);
-        stage_inputs(p, &k, t0, T, bias, us, dts, NULL);
+        stage_inputs(p, &k, t0, T, ci + 1 < nch ? t0 + MST_CHUNK : -1, bias, us, dts, NULL);
         const float *Bc = Bg + t0 * N, *Cc = Cg + t0 * N;
         for (int t = 0; t < T; t++) {
             const vf dt = dts[t], dtu = dt * us[t];
@@ -411,7 +430,7 @@ INLINE void fwd_task(const mst_params *p, const mst_fwd_out *o, int64_t i, vf *s
 /* backward                                                                                          */
 
 typedef struct {
-    vf *us, *dts, *xs, *dos, *dus, *dds; /* T vectors each */
+    vf *us, *dts, *sg, *dos, *dus, *dds; /* T vectors each (sg: d dt / d delta) */
     vf *hs, *as;                         /* (T + 1) * N and T * N vectors: hs[t + 1] = h_t, hs[0] = h_{t0-1} */
     vf *pb, *pc;                         /* N vectors each: per-lane dB, dC terms of one step */
 } bwd_scratch;
@@ -434,7 +453,7 @@ INLINE void bwd_recompute(const bwd_scratch *s, vf *h, const vf *A2, const float
 }
 
 /* reverse scan over one chunk; g[n] carries a_{t+1} g_{t+1} in and out */
-INLINE void bwd_reverse(const mst_params *p, const bwd_scratch *s, vf *g, vf *dAacc, const vf *Av,
+INLINE void bwd_reverse(const bwd_scratch *s, vf *g, vf *dAacc, const vf *Av,
                         const float *Bc, const float *Cc, float *accB, float *accC, vf Dv, int T,
                         const int N)
 {
@@ -453,13 +472,12 @@ INLINE void bwd_reverse(const mst_params *p, const bwd_scratch *s, vf *g, vf *dA
             dAacc[n] += gh * dt;
             g[n] = an * gn;
         }
+#ifndef MST_NO_REDUCE
         reduce_add(accB + t * N, s->pb, N);
         reduce_add(accC + t * N, s->pc, N);
+#endif
         s->dus[t] = Dv * dout + dt * gB;
-        vf ddt = uu * gB + ghA;
-        if (p->softplus)
-            ddt *= vsoftplus_grad(s->xs[t]);
-        s->dds[t] = ddt;
+        s->dds[t] = (uu * gB + ghA) * s->sg[t];
     }
 }
 
@@ -479,7 +497,10 @@ INLINE void bwd_task(const mst_params *p, const mst_bwd_io *io, int64_t i, const
     for (int64_t ci = nch - 1; ci >= 0; ci--) {
         const int64_t t0 = ci * MST_CHUNK;
         const int T = (int)(L - t0 < MST_CHUNK ? L - t0 : MST_CHUNK);
-        stage_inputs(p, &k, t0, T, bias, s->us, s->dts, s->xs);
+        stage_inputs(p, &k, t0, T, ci > 0 ? t0 - MST_CHUNK : -1, bias, s->us, s->dts, s->sg);
+        if (ci > 0)
+            prefetch_tile(io->dout + k.b * io->so_b + k.d0 * io->so_d + (t0 - MST_CHUNK) * io->so_t, io->so_d,
+                          io->so_t, (int)k.nc, MST_CHUNK);
         load_tile(s->dos, io->dout + k.b * io->so_b + k.d0 * io->so_d + t0 * io->so_t, io->so_d, io->so_t,
                   (int)k.nc, T);
         if (ci == 0) {
@@ -490,7 +511,7 @@ INLINE void bwd_task(const mst_params *p, const mst_bwd_io *io, int64_t i, const
         }
         const float *Bc = p->Bt + goff + t0 * N, *Cc = p->Ct + goff + t0 * N;
         bwd_recompute(s, h, A2, Bc, T, N);
-        bwd_reverse(p, s, g, dAacc, Av, Bc, Cc, accB + goff + t0 * N, accC + goff + t0 * N, Dv, T, N);
+        bwd_reverse(s, g, dAacc, Av, Bc, Cc, accB + goff + t0 * N, accC + goff + t0 * N, Dv, T, N);
         for (int t = 0; t < T; t++) {
             dDacc += s->dos[t] * s->us[t];
             dbacc += s->dds[t];
@@ -618,8 +639,8 @@ int mst_scan_bwd(const mst_params *p, const mst_bwd_io *io)
             bwd_scratch s;
             s.us = buf;
             s.dts = s.us + T;
-            s.xs = s.dts + T;
-            s.dos = s.xs + T;
+            s.sg = s.dts + T;
+            s.dos = s.sg + T;
             s.dus = s.dos + T;
             s.dds = s.dus + T;
             s.hs = s.dds + T;

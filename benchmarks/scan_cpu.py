@@ -1,0 +1,107 @@
+"""Benchmark of the native CPU selective scan against the pure-torch fallback (the model's call shape).
+
+    python benchmarks/scan_cpu.py --json bench_scan_cpu.json
+
+B = 1, D = 4096, N = 16, B/C grouped (1, 4, 16, L), softplus + delta_bias + D skip, float32.
+Times: forward without grad ("fwd"), forward that saves checkpoints for a backward ("fwd+ckpt"), and the
+backward alone ("bwd"); median of --repeats runs (the torch fallback: L = 1024 only, one run). The "cpu"
+columns are the process CPU time of the same calls (all threads summed): on a machine shared with other
+work they show the kernel's own cost when the wall times are inflated by waiting for a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from mambast.ops.scan_cpu import native_available, selective_scan_cpu, unavailable_reason
+from mambast.ops.scan_torch import selective_scan_torch
+
+
+def make_inputs(length: int, channels: int = 4096, state: int = 16, groups: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        u=torch.randn(1, channels, length, generator=g),
+        delta=torch.randn(1, channels, length, generator=g) * 0.5 - 1.0,
+        A=-torch.exp(torch.randn(channels, state, generator=g) * 0.5),
+        B=torch.randn(1, groups, state, length, generator=g),
+        C=torch.randn(1, groups, state, length, generator=g),
+        D=torch.randn(channels, generator=g),
+        delta_bias=torch.randn(channels, generator=g) * 0.3,
+    )
+
+
+def time_backend(fn, inputs: dict, repeats: int) -> dict:
+    """Median wall times in ms (forward without grad, forward with grad, backward), and the median CPU time
+    of the same calls summed over all threads ("cpu_" keys; robust on a machine shared with other work)."""
+    wall: dict[str, list[float]] = {"fwd": [], "fwd+ckpt": [], "bwd": []}
+    cpu: dict[str, list[float]] = {"fwd": [], "fwd+ckpt": [], "bwd": []}
+
+    def timed(name, call, *args, **kwargs):
+        w, c = time.perf_counter(), time.process_time()
+        result = call(*args, **kwargs)
+        wall[name].append(time.perf_counter() - w)
+        cpu[name].append(time.process_time() - c)
+        return result
+
+    for _ in range(repeats):
+        with torch.no_grad():
+            timed("fwd", fn, **inputs, delta_softplus=True)
+        leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+        out = timed("fwd+ckpt", fn, **leaves, delta_softplus=True)
+        timed("bwd", out.backward, torch.ones_like(out))
+    res = {k: 1e3 * statistics.median(v) for k, v in wall.items()}
+    res.update({"cpu_" + k: 1e3 * statistics.median(v) for k, v in cpu.items()})
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no-torch", action="store_true", help="skip the (slow) pure-torch fallback")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--json", help="write the results to this file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not native_available():
+        raise SystemExit(f"mambast: native CPU selective scan unavailable: {unavailable_reason()}")
+    rows = []
+    for length in args.lengths:
+        inputs = make_inputs(length)
+        with torch.no_grad():  # warm-up (and first-use compilation)
+            selective_scan_cpu(**inputs, delta_softplus=True)
+        rows.append({"backend": "native", "L": length, **time_backend(selective_scan_cpu, inputs, args.repeats)})
+        if length == 1024 and not args.no_torch:
+            rows.append({"backend": "torch", "L": length, **time_backend(selective_scan_torch, inputs, 1)})
+    print(f"threads={torch.get_num_threads()}  B=1 D=4096 N=16 G=4 float32  (ms, median; cpu = summed over threads)")
+    print(f"{'backend':8} {'L':>6} {'fwd':>9} {'fwd+ckpt':>9} {'bwd':>9} {'cpu fwd':>9} {'cpu bwd':>9}")
+    for r in rows:
+        print(f"{r['backend']:8} {r['L']:>6} {r['fwd']:>9.1f} {r['fwd+ckpt']:>9.1f} {r['bwd']:>9.1f} "
+              f"{r['cpu_fwd']:>9.1f} {r['cpu_bwd']:>9.1f}")
+    native = {r["L"]: r for r in rows if r["backend"] == "native"}
+    for r in rows:
+        if r["backend"] == "torch":
+            n = native[r["L"]]
+            print(f"speed-up native vs torch at L={r['L']}: fwd {r['fwd'] / n['fwd']:.0f}x, "
+                  f"bwd {r['bwd'] / n['bwd']:.0f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": torch.get_num_threads(), "cpu": _cpu_name(), "rows": rows}, f, indent=1)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    main()
