@@ -12,7 +12,8 @@ Every (model, size) point runs in its own subprocess: build the model, one warm-
 then --repeats timed passes (content and style both size x size, batch 1, torch.no_grad). seconds = the
 fastest timed pass; peak_mb = the child's peak RSS (resource.getrusage) on CPU,
 torch.cuda.max_memory_allocated on CUDA.
-A point is not run (recorded with "stopped": why) when its estimated attention-matrix memory exceeds --max-mb,
+A point is not run (recorded with "stopped": why) when its estimated attention-matrix memory exceeds --max-mb (16 GiB or
+75% of the available memory),
 when a smaller size of the same model already failed, or when it ran past --timeout.
 
 JSON: {"mambast": {"256": {"seconds": s, "peak_mb": m}, ...}, "attention": {...}, "attention_sdpa": {...},
@@ -81,11 +82,21 @@ def worker(model: str, size: int, device: str, repeats: int, warmup: bool, threa
 
 
 def attention_matrix_mb(model: str, size: int) -> float:
-    """Estimated memory of the plain attention's score + softmax matrices (8 heads, L = (size/8)^2, fp32)."""
+    """Estimated peak of the plain attention's L x L tensors: scores, softmax and one temporary (8 heads, fp32)."""
     if model != "attention":
         return 0.0
     tokens = (size // 8) ** 2
-    return 2 * 8 * tokens * tokens * 4 / 2**20
+    return 3 * 8 * tokens * tokens * 4 / 2**20
+
+
+def default_max_mb() -> float:
+    """16 GiB, or 75% of the memory available now if that is less (never push a shared machine into OOM)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            avail = next(int(line.split()[1]) for line in fh if line.startswith("MemAvailable")) / 1024
+    except (OSError, StopIteration):
+        return 16384.0
+    return min(16384.0, 0.75 * avail)
 
 
 def run_point(model: str, size: int, args: argparse.Namespace) -> dict:
@@ -144,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="timed passes per point (fastest reported)")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up pass")
     p.add_argument("--threads", type=int, default=min(16, os.cpu_count() or 1), help="CPU threads")
-    p.add_argument("--max-mb", type=float, default=16384, help="attention L x L memory cap")
+    p.add_argument("--max-mb", type=float, default=default_max_mb(), help="attention L x L memory cap (MB)")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per point before it is stopped")
     p.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

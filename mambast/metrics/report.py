@@ -39,9 +39,12 @@ def write_markdown(report: Mapping, path: Path) -> None:
     ]
     if report.get("checkpoint"):
         lines += [f"- checkpoint: `{report['checkpoint']}`"]
-    lines += ["", "| metric | value | definition |", "|---|---|---|"]
-    for name, value in report["metrics"].items():
-        lines.append(f"| {name} | {value:.4f} | {METRIC_NOTES.get(name, '')} |")
+    if report["metrics"]:
+        lines += ["", "| metric | value | definition |", "|---|---|---|"]
+        for name, value in report["metrics"].items():
+            lines.append(f"| {name} | {value:.4f} | {METRIC_NOTES.get(name, '')} |")
+    else:
+        lines += ["", "No metric could be computed: no weight files were found (see Skipped)."]
     if report["skipped"]:
         lines += ["", "Skipped:", ""]
         lines += [f"- **{name}**: {why}" for name, why in report["skipped"].items()]

@@ -99,10 +99,8 @@ def resolve(
     candidate = weights_dir(folder) / known.filename
     if candidate.is_file():
         return candidate, ""
-    return None, (
-        f"no {known.filename}: pass {known.flag} PATH or put it in {candidate.parent} "
-        f"(`mambast weights fetch {name}` downloads it, network needed)"
-    )
+    how = f"`mambast weights fetch {name}` downloads it, network needed" if known.url else known.purpose
+    return None, f"no {known.filename}: pass {known.flag} PATH or put it in {candidate.parent} ({how})"
 
 
 def sha256_file(path: str | Path) -> str:
