@@ -32,9 +32,9 @@ class TritonScanConfig:
 
     chunk: int = 64
     fwd_block_d: int = 4
-    bwd_block_d: int = 2
-    fwd_warps: int = 4
-    bwd_warps: int = 4
+    bwd_block_d: int = 4
+    fwd_warps: int = 8
+    bwd_warps: int = 16
 
 
 CONFIG = TritonScanConfig()
