@@ -85,7 +85,7 @@ def test_exact_resume_and_run_directory(tmp_path, data):
     # the checkpoint carries config, step, data position and RNG states; the run dir its config
     assert b["step"] == 4 and b["data"]["position"] == 4 and b["config"]["size"] == 32
     assert b["rng"]["per_rank"][0]["torch"].dtype == torch.uint8
-    assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["max_iter"] == 2
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["max_iter"] == 4
     # inference from a run directory: load_run_model and mambast.load agree with the checkpoint
     assert is_run_dir(tmp_path / "b")
     model = load_run_model(tmp_path / "b")

@@ -102,6 +102,9 @@ class _Run:
         contents = find_images(cfg.content_dir, "content")
         styles = find_images(cfg.style_dir, "style")
         self.vgg = load_vgg(cfg.vgg, cfg.vgg_layout, allow_random=cfg.allow_random_vgg, device=ctx.device)
+        if cfg.vgg is None and ctx.is_main:
+            warnings.warn("training against a randomly initialised VGG (allow_random_vgg): for tests only",
+                          UserWarning, stacklevel=3)
         self.stream = PairStream(contents, styles, cfg.size, cfg.load_size, cfg.seed)
         torch.manual_seed(mix_seed(cfg.seed, 0))  # the same initial weights on every rank and every run
         self.model = MambaST(cfg.model_config()).to(ctx.device).train()
@@ -109,7 +112,7 @@ class _Run:
         self.step, self.bad, self.checkpoint = 0, set(), None
         if resume:
             self._resume()
-        elif ctx.is_main:
+        if ctx.is_main:  # the effective config (a resume may extend max_iter or change intervals)
             write_run_config(run_dir, cfg.to_dict())
         if cfg.grad_checkpoint:
             enable_grad_checkpointing(self.model)

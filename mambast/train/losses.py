@@ -37,7 +37,7 @@ class LossWeights:
 
 def mean_std(feat: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
     """Per-channel mean and std over H*W: (B, C, H, W) -> two (B, C, 1, 1); std = sqrt(unbiased var + eps)."""
-    flat = feat.flatten(2)
+    flat = feat.flatten(2).float()  # float32 statistics even under bf16 autocast
     mean = flat.mean(dim=2)
     std = (flat.var(dim=2, unbiased=True) + eps).sqrt()
     return mean[..., None, None], std[..., None, None]
