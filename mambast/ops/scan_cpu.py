@@ -30,6 +30,7 @@ from torch import Tensor
 _SOURCE = Path(__file__).parent / "csrc" / "selective_scan_cpu.c"
 _FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi")
 _P = ctypes.POINTER(ctypes.c_float)
+_MAX_STATE = 64  # the kernel's MST_NMAX: larger N (unused by Mamba-ST) goes to the pure-torch scan
 
 
 class _Params(ctypes.Structure):
@@ -281,11 +282,11 @@ def selective_scan_cpu(
     """Native CPU selective scan; contract of `mambast.ops.selective_scan`.
 
     u, delta, z: (B, D, L); A: (D, N); B, C: (B, G, N, L) or (B, N, L); D, delta_bias: (D,). Any strides.
-    float32 state and accumulation for float32/bfloat16/float16 inputs; float64 inputs use the float64
-    pure-torch scan. Returns out (B, D, L) in u's dtype, and h_{L-1} (B, D, N) (no gradient) if asked.
+    float32 state and accumulation for float32/bfloat16/float16 inputs; float64 inputs (and N > 64, or
+    empty inputs) use the pure-torch scan (float64 state for float64). Returns out (B, D, L) in u's dtype, and h_{L-1} (B, D, N) (no gradient) if asked.
     """
     _check_inputs(u, delta, A, B, C)
-    if u.dtype == torch.float64:
+    if u.dtype == torch.float64 or u.numel() == 0 or A.shape[1] > _MAX_STATE:
         from .scan_torch import selective_scan_torch
 
         return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

@@ -70,10 +70,11 @@ class _TorchScan(torch.autograd.Function):
             hs = ck.states(h)
             h = hs[-1]
             ys.append((hs * ck.C).sum(-1))  # (T, B, G, Dg)
-        y = torch.cat(ys).permute(1, 2, 3, 0).reshape(batch, channels, length)
+        y = torch.cat(ys).permute(1, 2, 3, 0).reshape(batch, channels, length) if ys else u4.new_zeros(
+            batch, channels, 0)
         if D is not None:
             y = y + D.to(cdt)[:, None] * u.to(cdt)
-        ctx.save_for_backward(u4, delta4, A3, Bg, Cg, D, bias, torch.stack(ckpts))
+        ctx.save_for_backward(u4, delta4, A3, Bg, Cg, D, bias, torch.stack(ckpts) if ckpts else h[None])
         ctx.cfg = (delta_softplus, chunk, starts, [t.dtype if t is not None else None for t in (
             u, delta, A, B, C, D, delta_bias)], B.shape, C.shape)
         last = h.reshape(batch, channels, state)

@@ -482,7 +482,7 @@ INLINE void bwd_reverse(const bwd_scratch *s, vf *g, vf *dAacc, const vf *Av,
 }
 
 INLINE void bwd_task(const mst_params *p, const mst_bwd_io *io, int64_t i, const bwd_scratch *s, float *accB,
-                     float *accC, const int N)
+                     float *accC, int64_t shift, const int N)
 {
     const mst_task k = task_of(p, i);
     const int64_t L = p->L, nch = (L + MST_CHUNK - 1) / MST_CHUNK;
@@ -493,7 +493,7 @@ INLINE void bwd_task(const mst_params *p, const mst_bwd_io *io, int64_t i, const
     vf dDacc = vbcast(0.f), dbacc = vbcast(0.f);
     for (int n = 0; n < N; n++)
         g[n] = dAacc[n] = vbcast(0.f);
-    const int64_t goff = (k.b * p->G + k.g) * L * N;
+    const int64_t goff = (k.b * p->G + k.g) * L * N, aoff = goff - shift; /* accumulators start at `shift` */
     for (int64_t ci = nch - 1; ci >= 0; ci--) {
         const int64_t t0 = ci * MST_CHUNK;
         const int T = (int)(L - t0 < MST_CHUNK ? L - t0 : MST_CHUNK);
@@ -511,7 +511,7 @@ INLINE void bwd_task(const mst_params *p, const mst_bwd_io *io, int64_t i, const
         }
         const float *Bc = p->Bt + goff + t0 * N, *Cc = p->Ct + goff + t0 * N;
         bwd_recompute(s, h, A2, Bc, T, N);
-        bwd_reverse(s, g, dAacc, Av, Bc, Cc, accB + goff + t0 * N, accC + goff + t0 * N, Dv, T, N);
+        bwd_reverse(s, g, dAacc, Av, Bc, Cc, accB + aoff + t0 * N, accC + aoff + t0 * N, Dv, T, N);
         for (int t = 0; t < T; t++) {
             dDacc += s->dos[t] * s->us[t];
             dbacc += s->dds[t];
@@ -577,7 +577,7 @@ int mst_scan_fwd(const mst_params *p, const mst_fwd_out *o)
         }
 #pragma omp barrier
         if (!failed) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
             for (int64_t i = 0; i < ntasks; i++) {
                 if (p->N == 16)
                     fwd_n16(p, o, i, scratch);
@@ -592,87 +592,120 @@ int mst_scan_fwd(const mst_params *p, const mst_fwd_out *o)
 }
 
 static void bwd_generic(const mst_params *p, const mst_bwd_io *io, int64_t i, const bwd_scratch *s, float *aB,
-                        float *aC)
+                        float *aC, int64_t shift)
 {
-    bwd_task(p, io, i, s, aB, aC, (int)p->N);
+    bwd_task(p, io, i, s, aB, aC, shift, (int)p->N);
 }
 
 static void bwd_n16(const mst_params *p, const mst_bwd_io *io, int64_t i, const bwd_scratch *s, float *aB,
-                    float *aC)
+                    float *aC, int64_t shift)
 {
-    bwd_task(p, io, i, s, aB, aC, 16);
+    bwd_task(p, io, i, s, aB, aC, shift, 16);
+}
+
+/* The backward's tasks are cut into `nparts` contiguous parts, run dynamically over the threads; each part
+ * accumulates dB / dC for the (batch, group) rows it touches in its own buffer (part 0: the output), and the
+ * parts are summed in part order at the end: deterministic whatever thread ran what. */
+typedef struct {
+    int64_t i0, i1;   /* tasks [i0, i1) */
+    int64_t row0, nrows; /* (batch * G + group) rows [row0, row0 + nrows) */
+    float *aB, *aC;   /* (nrows, L, N) */
+} bwd_part;
+
+INLINE int64_t row_of(const mst_params *p, int64_t i)
+{
+    const mst_task k = task_of(p, i);
+    return k.b * p->G + k.g;
 }
 
 int mst_scan_bwd(const mst_params *p, const mst_bwd_io *io)
 {
     if (p->N < 1 || p->N > MST_NMAX || p->G < 1 || p->D % p->G || !p->ckpt)
         return 2;
-    const int64_t ntasks = p->Bsz * mst_num_blocks(p->D, p->G), N = p->N;
-    const int64_t acc_len = p->Bsz * p->G * p->L * N;
-    int nthreads = (int)p->nthreads, failed = 0;
-    float **accs = calloc((size_t)nthreads * 2, sizeof(float *));
-    if (!accs)
+    const int64_t ntasks = p->Bsz * mst_num_blocks(p->D, p->G), N = p->N, row_len = p->L * N;
+    const int64_t out_len = p->Bsz * p->G * row_len;
+    const int nthreads = (int)p->nthreads;
+    const int64_t nparts = ntasks < 4 * (int64_t)nthreads ? ntasks : 4 * (int64_t)nthreads;
+    bwd_part *parts = calloc((size_t)(nparts > 0 ? nparts : 1), sizeof(bwd_part));
+    if (!parts)
         return 1;
-#pragma omp parallel num_threads(nthreads)
-    {
-        FTZ_ENTER();
-        int tid = 0, nt = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        const size_t T = MST_CHUNK;
-        vf *buf = aligned_buffer(sizeof(vf) * (6 * T + (2 * T + 1) * (size_t)N + 2 * (size_t)N));
-        float *aB = tid == 0 ? io->dBt : aligned_buffer(sizeof(float) * (size_t)acc_len);
-        float *aC = tid == 0 ? io->dCt : aligned_buffer(sizeof(float) * (size_t)acc_len);
-        accs[2 * tid] = aB;
-        accs[2 * tid + 1] = aC;
-        if (!buf || !aB || !aC) {
-#pragma omp atomic write
-            failed = 1;
+    int failed = 0;
+    for (int64_t q = 0; q < nparts; q++) {
+        bwd_part *pt = &parts[q];
+        pt->i0 = q * ntasks / nparts;
+        pt->i1 = (q + 1) * ntasks / nparts;
+        pt->row0 = row_of(p, pt->i0);
+        pt->nrows = row_of(p, pt->i1 - 1) - pt->row0 + 1;
+        if (q == 0) {
+            pt->aB = io->dBt;
+            pt->aC = io->dCt;
         } else {
-            memset(aB, 0, sizeof(float) * (size_t)acc_len);
-            memset(aC, 0, sizeof(float) * (size_t)acc_len);
+            pt->aB = aligned_buffer(sizeof(float) * (size_t)(pt->nrows * row_len));
+            pt->aC = aligned_buffer(sizeof(float) * (size_t)(pt->nrows * row_len));
+            failed |= !pt->aB || !pt->aC;
         }
-#pragma omp barrier
-        if (!failed) {
-            bwd_scratch s;
-            s.us = buf;
-            s.dts = s.us + T;
-            s.sg = s.dts + T;
-            s.dos = s.sg + T;
-            s.dus = s.dos + T;
-            s.dds = s.dus + T;
-            s.hs = s.dds + T;
-            s.as = s.hs + (T + 1) * N;
-            s.pb = s.as + T * N;
-            s.pc = s.pb + N;
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < ntasks; i++) {
-                if (N == 16)
-                    bwd_n16(p, io, i, &s, aB, aC);
-                else
-                    bwd_generic(p, io, i, &s, aB, aC);
-            }
-            /* implicit barrier: sum the other threads' accumulators into thread 0's, in thread order */
-#pragma omp for schedule(static)
-            for (int64_t j = 0; j < acc_len; j++) {
-                float sb = io->dBt[j], sc = io->dCt[j];
-                for (int r = 1; r < nt; r++) {
-                    sb += accs[2 * r][j];
-                    sc += accs[2 * r + 1][j];
-                }
-                io->dBt[j] = sb;
-                io->dCt[j] = sc;
-            }
-        }
-        free(buf);
-        if (tid != 0) {
-            free(aB);
-            free(aC);
-        }
-        FTZ_LEAVE();
     }
-    free(accs);
+    if (!failed) {
+#pragma omp parallel num_threads(nthreads)
+        {
+            FTZ_ENTER();
+            const size_t T = MST_CHUNK;
+            vf *buf = aligned_buffer(sizeof(vf) * (6 * T + (2 * T + 1) * (size_t)N + 2 * (size_t)N));
+            if (!buf) {
+#pragma omp atomic write
+                failed = 1;
+            }
+#pragma omp for schedule(static)
+            for (int64_t j = 0; j < out_len; j++)
+                io->dBt[j] = io->dCt[j] = 0.f;
+            /* implicit barrier */
+            if (!failed) {
+                bwd_scratch s;
+                s.us = buf;
+                s.dts = s.us + T;
+                s.sg = s.dts + T;
+                s.dos = s.sg + T;
+                s.dus = s.dos + T;
+                s.dds = s.dus + T;
+                s.hs = s.dds + T;
+                s.as = s.hs + (T + 1) * N;
+                s.pb = s.as + T * N;
+                s.pc = s.pb + N;
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t q = 0; q < nparts; q++) {
+                    const bwd_part *pt = &parts[q];
+                    float *aB = pt->aB, *aC = pt->aC; /* row r of the output is row r - row0 here */
+                    if (q > 0) {
+                        memset(aB, 0, sizeof(float) * (size_t)(pt->nrows * row_len));
+                        memset(aC, 0, sizeof(float) * (size_t)(pt->nrows * row_len));
+                    }
+                    const int64_t shift = q > 0 ? pt->row0 * row_len : 0;
+                    for (int64_t i = pt->i0; i < pt->i1; i++) {
+                        if (N == 16)
+                            bwd_n16(p, io, i, &s, aB, aC, shift);
+                        else
+                            bwd_generic(p, io, i, &s, aB, aC, shift);
+                    }
+                }
+                /* implicit barrier; then add parts 1.. into the output, in part order */
+                for (int64_t q = 1; q < nparts; q++) {
+                    const bwd_part *pt = &parts[q];
+                    float *oB = io->dBt + pt->row0 * row_len, *oC = io->dCt + pt->row0 * row_len;
+#pragma omp for schedule(static)
+                    for (int64_t j = 0; j < pt->nrows * row_len; j++) {
+                        oB[j] += pt->aB[j];
+                        oC[j] += pt->aC[j];
+                    }
+                }
+            }
+            free(buf);
+            FTZ_LEAVE();
+        }
+    }
+    for (int64_t q = 1; q < nparts; q++) {
+        free(parts[q].aB);
+        free(parts[q].aC);
+    }
+    free(parts);
     return failed;
 }
