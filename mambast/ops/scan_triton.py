@@ -6,6 +6,7 @@ Design (state-spaces/mamba's CUDA kernel re-thought for Triton):
     recurrence h_t = a_t h_{t-1} + bu_t is a first-order associative scan over (BLOCK_D, N, CHUNK) tiles,
     combine((a1, b1), (a2, b2)) = (a1 a2, a2 b1 + b2); the h at the end of every chunk is saved
     forward:  out (B, D, L) in u's dtype, states (B, D, 1 + n_chunks, N) float32: 0, then each chunk's end
+              (only (B, D, 2, N), 0 and the last h, when no gradient is needed)
     backward: chunks in reverse; each chunk's h is recomputed from the saved state before it, the adjoint
               g_t = a_{t+1} g_{t+1} + dout_t C_t is a reverse associative scan, and
               dB, dC (B, G, N, L) float32 are summed over a group's channels by atomic adds; dA, dD and
@@ -83,7 +84,7 @@ def _load_dt(delta_ptr, offsets, mask, bias, HAS_BIAS, SOFTPLUS):
 
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
-    L, dim, group_dim, groups, nstate, blocks_per_group, n_chunks,
+    L, dim, group_dim, groups, nstate, blocks_per_group, n_chunks, n_slots,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):
@@ -105,7 +106,7 @@ def _scan_fwd_kernel(
         bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
     row = (b * dim + d) * L  # (BLOCK_D,) offsets of the (b, d) rows of u, delta, z, out
     bc_row = ((b * groups + g) * nstate + n) * L  # (BLOCK_N,) rows of B[b, g], C[b, g]
-    state_row = (b * dim + d) * (n_chunks + 1) * nstate  # (BLOCK_D,) rows of states[b, d]
+    state_row = (b * dim + d) * n_slots * nstate  # (BLOCK_D,) rows of states[b, d]
     k = tl.arange(0, CHUNK)
     h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
     tl.store(states_ptr + state_row[:, None] + n[None, :], h, mask=dn_mask)  # h_{-1} = 0
@@ -124,7 +125,8 @@ def _scan_fwd_kernel(
         sa, sb = tl.associative_scan((a, bu), 2, _first_order_combine)
         hs = sb + sa * h[:, :, None]  # h_t for the chunk
         h = tl.sum(tl.where(k[None, None, :] == CHUNK - 1, hs, 0.0), axis=2)
-        tl.store(states_ptr + state_row[:, None] + (c + 1) * nstate + n[None, :], h, mask=dn_mask)
+        slot = tl.minimum(c + 1, n_slots - 1)  # 2 slots only (0, last h) when no backward follows
+        tl.store(states_ptr + state_row[:, None] + slot * nstate + n[None, :], h, mask=dn_mask)
         y = tl.sum(hs * Ct[None, :, :], axis=1)  # (BLOCK_D, CHUNK)
         if HAS_D:
             y += Dv[:, None] * u
@@ -276,7 +278,7 @@ class SelectiveScanTriton(torch.autograd.Function):
     """Autograd wrapper of the Triton forward/backward kernels; same arguments as `selective_scan`."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states):
         squeeze_groups = B.dim() == 3
         u, delta = u.contiguous(), delta.contiguous()
         A = A.contiguous()
@@ -291,17 +293,18 @@ class SelectiveScanTriton(torch.autograd.Function):
         n_chunks = -(-length // chunk)
         block_d, block_n, blocks = _launch_geometry(dim, groups, nstate, CONFIG.fwd_block_d)
         out = torch.empty_like(u)
-        states = u.new_empty(batch, dim, n_chunks + 1, nstate, dtype=torch.float32)
+        n_slots = n_chunks + 1 if save_states else 2
+        states = u.new_empty(batch, dim, n_slots, nstate, dtype=torch.float32)
         fwd, _ = _kernels()
         fwd[(groups * blocks, batch)](
             u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
             delta_bias if delta_bias is not None else u, out, states,
-            length, dim, dim // groups, groups, nstate, blocks, n_chunks,
+            length, dim, dim // groups, groups, nstate, blocks, n_chunks, n_slots,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=bool(delta_softplus), BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk,
             num_warps=CONFIG.fwd_warps,
         )
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states if save_states else None)
         ctx.delta_softplus, ctx.squeeze_groups, ctx.chunk = bool(delta_softplus), squeeze_groups, chunk
         last_state = states[:, :, -1].to(u.dtype)
         ctx.mark_non_differentiable(last_state)
@@ -310,6 +313,8 @@ class SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, _dlast):
         u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
+        if states is None:
+            raise RuntimeError("selective_scan_triton: backward through a scan run without autograd")
         batch, dim, length = u.shape
         groups, nstate = B.shape[1], A.shape[1]
         n_chunks = states.shape[2] - 1
@@ -362,6 +367,7 @@ def selective_scan_triton(
     (no gradient flows through it). Any input may be non-contiguous.
     """
     _check_inputs(u, A, B)
-    out, last_state = SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                return_last_state)
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    save_states = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    out, last_state = SelectiveScanTriton.apply(*inputs, delta_softplus, save_states)
     return (out, last_state) if return_last_state else out
