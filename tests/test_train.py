@@ -16,6 +16,8 @@ from mambast.train.config import train_preset
 from mambast.train.loop import enable_grad_checkpointing, train
 from mambast.train.monitor import read_metrics
 
+pytestmark = pytest.mark.filterwarnings("ignore:training against a randomly initialised VGG")
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

@@ -10,7 +10,7 @@ from ..errors import UserError
 
 # options that may differ when resuming: they do not change what the run computes
 RESUME_OVERRIDABLE = ("max_iter", "workers", "device", "log_every", "save_every", "sample_every", "keep_last",
-                      "vgg", "content_dir", "style_dir")
+                      "vgg", "content_dir", "style_dir", "grad_checkpoint")
 # command-line option -> TrainConfig field
 OPTIONS = {
     "content_dir": "content_dir", "style_dir": "style_dir", "vgg": "vgg", "vgg_layout": "vgg_layout",
@@ -28,32 +28,35 @@ def register(subparsers) -> None:
         description="Train Mamba-ST on a content folder and a style folder. Run it under "
         "`torchrun --nproc_per_node K -m mambast train ...` for data-parallel training.",
     )
-    p.add_argument("--content-dir", help="folder of content images (searched recursively)")
-    p.add_argument("--style-dir", help="folder of style images (searched recursively)")
-    p.add_argument("--vgg", help="loss-network weights: vgg_normalised.pth, torchvision vgg19/vgg16, or native")
-    p.add_argument("--vgg-layout", choices=("auto", "vgg_normalised", "vgg19", "vgg16"))
-    p.add_argument("--out", help="run directory to create (config, checkpoints, metrics, samples)")
+    p.add_argument("--content-dir", metavar="DIR", help="folder of content images (searched recursively)")
+    p.add_argument("--style-dir", metavar="DIR", help="folder of style images (searched recursively)")
+    p.add_argument("--vgg", metavar="PATH",
+                   help="loss-network weights: vgg_normalised.pth, torchvision vgg19/vgg16, or native")
+    p.add_argument("--vgg-layout", choices=("auto", "vgg_normalised", "vgg19", "vgg16"),
+                   help="layout of the --vgg file (default: detected from its keys)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory to create (config, checkpoints, metrics, samples)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the latest checkpoint of this run")
-    p.add_argument("--preset", default="paper", help="training preset: paper (default) or tiny")
-    p.add_argument("--max-iter", type=int, help="total training iterations (paper: 160000)")
-    p.add_argument("--batch-size", type=int, help="images per step and rank (paper: 8)")
-    p.add_argument("--size", type=int, help="training crop size in px (paper: 256)")
-    p.add_argument("--load-size", type=int, help="images are resized to this square before cropping "
+    p.add_argument("--preset", default="paper", choices=("paper", "tiny"),
+                   help="named model + training configuration (default: paper, the published recipe)")
+    p.add_argument("--max-iter", type=int, metavar="N", help="total training iterations (paper: 160000)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per step and rank (paper: 8)")
+    p.add_argument("--size", type=int, metavar="N", help="training crop size in px (paper: 256)")
+    p.add_argument("--load-size", type=int, metavar="N", help="images are resized to this square before cropping "
                    "(default: twice --size, as the paper's 512 -> 256)")
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 1e-4)")
-    p.add_argument("--seed", type=int, help="seed of the initial weights, data order, crops and shuffles")
-    p.add_argument("--workers", type=int, help="data-loading worker processes")
-    p.add_argument("--warmup", type=int, help="linear learning-rate warm-up iterations (default 0)")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the initial weights, data order, crops and shuffles")
+    p.add_argument("--workers", type=int, metavar="N", help="data-loading worker processes")
+    p.add_argument("--warmup", type=int, metavar="N", help="linear learning-rate warm-up iterations (default 0)")
     p.add_argument("--schedule", choices=("constant", "cosine", "linear"), help="lr after warm-up")
     p.add_argument("--min-lr", type=float, help="final lr of the cosine / linear schedules")
     p.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this (0 = off)")
     p.add_argument("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast (auto: on CUDA only)")
     p.add_argument("--grad-checkpoint", action="store_true", default=None,
                    help="recompute the Mamba blocks in the backward (less memory at large sizes)")
-    p.add_argument("--log-every", type=int, help="iterations between metrics lines")
-    p.add_argument("--save-every", type=int, help="iterations between checkpoints")
-    p.add_argument("--sample-every", type=int, help="iterations between sample grids (0 = never)")
-    p.add_argument("--keep-last", type=int, help="checkpoints to keep (default 3)")
+    p.add_argument("--log-every", type=int, metavar="N", help="iterations between metrics lines")
+    p.add_argument("--save-every", type=int, metavar="N", help="iterations between checkpoints")
+    p.add_argument("--sample-every", type=int, metavar="N", help="iterations between sample grids (0 = never)")
+    p.add_argument("--keep-last", type=int, metavar="N", help="checkpoints to keep (default 3)")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--allow-random-vgg", action="store_true", default=None,
                    help="train against a randomly initialised VGG when --vgg is not given (tests only)")
