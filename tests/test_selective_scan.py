@@ -315,3 +315,29 @@ def test_avx2_and_portable_builds(monkeypatch, arch):
     finally:
         monkeypatch.undo()
         scan_cpu._library.cache_clear()
+
+
+@needs_native
+def test_vector_exp_and_softplus_accuracy():
+    """The kernel's exp and softplus, read through tiny scans, vs float64.
+
+    L = 2, N = 1, u = (1, 0), B = C = 1, no softplus, dt = (1, 1): y_1 = exp(A) * 1;
+    L = 1, N = 1, A = 0, u = B = C = 1, softplus: y_0 = softplus(delta).
+    Bound: a few ulp plus the rounding of the float32 argument dt * A (relative 6e-8 * |x|), the accuracy
+    of any float32 evaluation of exp(dt * A)."""
+    channels = 4096
+    A = -torch.linspace(0, 87, channels).reshape(channels, 1)  # exp(A) down to 1.6e-38 (normal range)
+    u = torch.tensor([1.0, 0.0]).expand(1, channels, 2)
+    ones = torch.ones(1, 1, 2)
+    y = _native(u=u, delta=torch.ones(1, channels, 2), A=A, B=ones, C=ones)
+    assert_ulp_bound(y[0, :, 1], A[:, 0].double().exp(), A[:, 0])
+    delta = torch.linspace(-30, 30, channels).reshape(1, channels, 1)
+    y = _native(u=torch.ones(1, channels, 1), delta=delta, A=torch.zeros(channels, 1), B=torch.ones(1, 1, 1),
+                C=torch.ones(1, 1, 1), delta_softplus=True)
+    assert_ulp_bound(y[0, :, 0], torch.nn.functional.softplus(delta[0, :, 0].double()), delta[0, :, 0].clamp(max=0))
+
+
+def assert_ulp_bound(x: torch.Tensor, ref: torch.Tensor, arg: torch.Tensor) -> None:
+    rel = ((x.double() - ref) / ref).abs()
+    bound = 3e-7 + 1.2e-7 * arg.double().abs()
+    assert (rel <= bound).all(), f"worst {rel.max().item():.2e} at argument {arg[(rel / bound).argmax()]}"

@@ -89,9 +89,21 @@ INLINE vf vselect(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~
 INLINE vf vmax(vf a, vf b) { return vselect(a > b, a, b); }
 
 /* 2^t for t <= 0 (NaN propagates), relative error < 2e-7 over the normal range; tiny results flush to
- * 0 (AVX-512) or to ~1e-38 (portable path), both negligible as factors of the state. */
+ * 0 (AVX-512) or to ~1e-38 (portable path), both negligible as factors of the state. t = -inf (a float
+ * overflow of dt * A) is only handled by the portable path. */
 INLINE vf vexp2_neg(vf t)
 {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    /* f = t - floor(t) in one instruction (vreduceps), 2^f by a degree-6 minimax polynomial on [0, 1)
+     * (relative error 9e-8 in float32), and vscalefps multiplies by 2^floor(t) itself */
+    const float d1 = 6.931470444e-01f, d2 = 2.402293056e-01f, d3 = 5.548528034e-02f;
+    const float d4 = 9.675452131e-03f, d5 = 1.246784119e-03f, d6 = 2.161293338e-04f;
+    const __m512 x = (__m512)t;
+    const vf f = (vf)_mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const vf p = ((((((d6 * f + d5) * f + d4) * f + d3) * f + d2) * f + d1) * f) + 1.f;
+    return (vf)_mm512_scalef_ps((__m512)p, x);
+#else
+    /* k = round(t), 2^(t - k) by a degree-6 minimax polynomial on [-1/2, 1/2], times 2^k */
     const float c1 = 6.931472029e-01f, c2 = 2.402264791e-01f, c3 = 5.550332464e-02f;
     const float c4 = 9.618437393e-03f, c5 = 1.339887676e-03f, c6 = 1.535335780e-04f;
 #if defined(__AVX512F__)
@@ -109,6 +121,7 @@ INLINE vf vexp2_neg(vf t)
     vf p = ((((((c6 * f + c5) * f + c4) * f + c3) * f + c2) * f + c1) * f) + 1.f;
     vu e = ((vu)kf + 127u) << 23; /* (0x4B400000 + k + 127) << 23 == (k + 127) << 23 mod 2^32 */
     return p * (vf)e;
+#endif
 #endif
 }
 
