@@ -206,8 +206,8 @@ def _scan_bwd_kernel(
         dC_part = tl.sum(dout[:, None, :] * hs, axis=0)  # (BLOCK_N, CHUNK)
         dB_part = tl.sum(gs * (dt * u)[:, None, :], axis=0)
         bc_off = bc_row[:, None] + t[None, :]
-        tl.atomic_add(dB_ptr + bc_off, dB_part, mask=bc_mask)
-        tl.atomic_add(dC_ptr + bc_off, dC_part, mask=bc_mask)
+        tl.atomic_add(dB_ptr + bc_off, dB_part, mask=bc_mask, sem="relaxed")
+        tl.atomic_add(dC_ptr + bc_off, dC_part, mask=bc_mask, sem="relaxed")
         gB = tl.sum(gs * Bt[None, :, :], axis=1)  # (BLOCK_D, CHUNK)
         g_ah = gs * (hs - bu)  # g_t * a_t h_{t-1}
         ddt = u * gB + tl.sum(g_ah * A[:, :, None], axis=1)
