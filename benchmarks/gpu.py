@@ -284,8 +284,9 @@ def scan_timings() -> list:
     return rows
 
 
-SWEEP = [  # chunk, fwd_block_d, fwd_warps, bwd_block_d, bwd_warps (the first is the default)
-    (64, 4, 8, 4, 16), (32, 8, 8, 4, 8), (16, 16, 8, 8, 16), (32, 4, 4, 2, 8), (64, 4, 4, 2, 8), (128, 2, 8, 2, 16),
+SWEEP = [  # chunk, fwd_block_d, fwd_warps, bwd_block_d, bwd_warps, bwd_channel_iters (the first: the default)
+    (64, 4, 8, 2, 8, 8), (64, 4, 8, 4, 16, 1), (64, 4, 8, 2, 8, 32), (32, 8, 8, 2, 8, 8), (16, 16, 8, 8, 16, 8),
+    (32, 4, 4, 2, 8, 1),
 ]
 
 
@@ -295,9 +296,10 @@ def tile_sweep() -> list:
     saved = scan_triton.TritonScanConfig(**vars(scan_triton.CONFIG))
     rows = []
     try:
-        for chunk, fbd, fw, bbd, bw in SWEEP[: 2 if SMOKE else None]:
-            scan_triton.set_config(chunk=chunk, fwd_block_d=fbd, fwd_warps=fw, bwd_block_d=bbd, bwd_warps=bw)
-            cfg = dict(chunk=chunk, fwd_block_d=fbd, fwd_warps=fw, bwd_block_d=bbd, bwd_warps=bw)
+        for values in SWEEP[: 2 if SMOKE else None]:
+            cfg = dict(zip(("chunk", "fwd_block_d", "fwd_warps", "bwd_block_d", "bwd_warps", "bwd_channel_iters"),
+                           values, strict=True))
+            scan_triton.set_config(**cfg)
             for backward in (False, True):
                 try:
                     row = time_scan("triton", **shape, length=lengths[-1], dtype=torch.float32, backward=backward,

@@ -34,9 +34,9 @@ NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 @pytest.fixture
 def small_tiles():
-    """Chunks of 8 steps and 2-channel blocks, so that tiny shapes cross chunk and block boundaries."""
+    """Chunks of 8 steps, 2-channel blocks, 2 blocks per backward program: tiny shapes cross every boundary."""
     saved = scan_triton.TritonScanConfig(**vars(scan_triton.CONFIG))
-    scan_triton.set_config(chunk=8, fwd_block_d=2, bwd_block_d=2)
+    scan_triton.set_config(chunk=8, fwd_block_d=2, bwd_block_d=2, bwd_channel_iters=2)
     yield
     scan_triton.set_config(**vars(saved))
 
@@ -254,7 +254,7 @@ for kernel, block_d, warps, extra in ((fwd, cfg.fwd_block_d, cfg.fwd_warps, ["n_
     for dtype in ("fp32", "bf16"):
         params = kernel.arg_names
         consts = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BLOCK_D=block_d, BLOCK_N=16,
-                      CHUNK=cfg.chunk)
+                      CHUNK=cfg.chunk, **({} if extra else {"CH_ITERS": cfg.bwd_channel_iters}))
         fp32_ptrs = ("A_ptr", "D_ptr", "bias_ptr", "states_ptr", "dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr",
                      "dbias_ptr")
         sig = {p: "constexpr" if p in consts else "i32" if p in ints + extra

@@ -9,8 +9,9 @@ Design (state-spaces/mamba's CUDA kernel re-thought for Triton):
               (only (B, D, 2, N), 0 and the last h, when no gradient is needed)
     backward: chunks in reverse; each chunk's h is recomputed from the saved state before it, the adjoint
               g_t = a_{t+1} g_{t+1} + dout_t C_t is a reverse associative scan, and
-              dB, dC (B, G, N, L) float32 are summed over a group's channels by atomic adds; dA, dD and
-              d delta_bias are summed over t in registers and over the batch in torch.
+              dB, dC (B, G, N, L) float32 are summed over a group's channels: over the program's
+              bwd_channel_iters blocks of channels in registers, over programs by atomic adds; dA, dD and
+              d delta_bias are summed over t in float32 (B, D[, N]) buffers and over the batch in torch.
 No (B, D, L, N) tensor is ever materialised; state and accumulation are float32 for any input dtype.
 
 Triton is imported lazily, on first use: the kernels below are plain functions, jit-compiled by
@@ -33,9 +34,10 @@ class TritonScanConfig:
 
     chunk: int = 64
     fwd_block_d: int = 4
-    bwd_block_d: int = 4
+    bwd_block_d: int = 2
     fwd_warps: int = 8
-    bwd_warps: int = 16
+    bwd_warps: int = 8
+    bwd_channel_iters: int = 8  # channel blocks per backward program: fewer dB/dC atomics
 
 
 CONFIG = TritonScanConfig()
@@ -138,97 +140,101 @@ def _scan_fwd_kernel(
 
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dout_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, carry_ptr,
     L, dim, group_dim, groups, nstate, blocks_per_group, n_chunks,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, CH_ITERS: tl.constexpr,
 ):
+    """One program: CH_ITERS blocks of BLOCK_D channels of group g, batch b. Per chunk (in reverse), the
+    blocks are visited in turn and their dB/dC summed before one atomic add; each block's adjoint carry
+    and dA/dD/d delta_bias sums live in float32 buffers (zeroed by the caller) between chunks."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     g = pid // blocks_per_group
-    dg = (pid % blocks_per_group) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d = g * group_dim + dg
-    d_mask = dg < group_dim
+    first_block = (pid % blocks_per_group) * CH_ITERS
     n = tl.arange(0, BLOCK_N)
     n_mask = n < nstate
-    dn_mask = d_mask[:, None] & n_mask[None, :]
-    A = tl.load(A_ptr + d[:, None] * nstate + n[None, :], mask=dn_mask, other=0.0).to(tl.float32)
-    Dv = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-    row = (b * dim + d) * L
     bc_row = ((b * groups + g) * nstate + n) * L
-    state_row = (b * dim + d) * (n_chunks + 1) * nstate
     k = tl.arange(0, CHUNK)
-    g_next = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)  # adjoint g at the first step of the later chunk
-    dA_acc = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
-    dD_acc = tl.zeros((BLOCK_D,), tl.float32)
-    dbias_acc = tl.zeros((BLOCK_D,), tl.float32)
     for i in range(n_chunks):
         c = n_chunks - 1 - i
         t = c * CHUNK + k
         t_mask = t < L
-        m2 = d_mask[:, None] & t_mask[None, :]
-        off = row[:, None] + t[None, :]
-        h0 = tl.load(states_ptr + state_row[:, None] + c * nstate + n[None, :], mask=dn_mask, other=0.0)
-        u = tl.load(u_ptr + off, mask=m2, other=0.0).to(tl.float32)
-        raw, dt = _load_dt(delta_ptr, off, m2, bias, HAS_BIAS, SOFTPLUS)
-        next_mask = d_mask[:, None] & (t + 1 < L)[None, :]
-        _, dt_next = _load_dt(delta_ptr, off + 1, next_mask, bias, HAS_BIAS, SOFTPLUS)
         bc_mask = n_mask[:, None] & t_mask[None, :]
-        Bt = tl.load(B_ptr + bc_row[:, None] + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + bc_row[:, None] + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
-        # recompute h_t of this chunk from the saved state before it
-        a = tl.exp(dt[:, None, :] * A[:, :, None])
-        bu = (dt * u)[:, None, :] * Bt[None, :, :]
-        sa, sb = tl.associative_scan((a, bu), 2, _first_order_combine)
-        hs = sb + sa * h0[:, :, None]
-        dout = tl.load(dout_ptr + off, mask=m2, other=0.0).to(tl.float32)
-        if HAS_Z:
-            zt = tl.load(z_ptr + off, mask=m2, other=0.0).to(tl.float32)
-            sig = tl.sigmoid(zt)
-            y = tl.sum(hs * Ct[None, :, :], axis=1)
-            if HAS_D:
-                y += Dv[:, None] * u
-            dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
-            tl.store(dz_ptr + off, dz.to(dz_ptr.dtype.element_ty), mask=m2)
-            dout = dout * zt * sig
-        # adjoint: g_t = a_{t+1} g_{t+1} + dout_t C_t, a reverse scan seeded by the later chunk's g
-        a_next = tl.exp(dt_next[:, None, :] * A[:, :, None])
-        x = dout[:, None, :] * Ct[None, :, :]
-        ga, gb = tl.associative_scan((a_next, x), 2, _first_order_combine, reverse=True)
-        gs = gb + ga * g_next[:, :, None]
-        g_next = tl.sum(tl.where(k[None, None, :] == 0, gs, 0.0), axis=2)
-        # dB, dC: sums over the group's channels of this block, then over blocks by atomics
-        dC_part = tl.sum(dout[:, None, :] * hs, axis=0)  # (BLOCK_N, CHUNK)
-        dB_part = tl.sum(gs * (dt * u)[:, None, :], axis=0)
         bc_off = bc_row[:, None] + t[None, :]
-        tl.atomic_add(dB_ptr + bc_off, dB_part, mask=bc_mask, sem="relaxed")
-        tl.atomic_add(dC_ptr + bc_off, dC_part, mask=bc_mask, sem="relaxed")
-        gB = tl.sum(gs * Bt[None, :, :], axis=1)  # (BLOCK_D, CHUNK)
-        g_ah = gs * (hs - bu)  # g_t * a_t h_{t-1}
-        ddt = u * gB + tl.sum(g_ah * A[:, :, None], axis=1)
-        dA_acc += tl.sum(g_ah * dt[:, None, :], axis=2)
-        du = dt * gB
-        if HAS_D:
-            du += Dv[:, None] * dout
-            dD_acc += tl.sum(dout * u, axis=1)
-        if SOFTPLUS:
-            ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
-        ddt = tl.where(m2, ddt, 0.0)
-        if HAS_BIAS:
-            dbias_acc += tl.sum(ddt, axis=1)
-        tl.store(du_ptr + off, du.to(du_ptr.dtype.element_ty), mask=m2)
-        tl.store(ddelta_ptr + off, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
-    part = b * dim + d  # per-batch partial sums, reduced in torch
-    tl.store(dA_ptr + part[:, None] * nstate + n[None, :], dA_acc, mask=dn_mask)
-    if HAS_D:
-        tl.store(dD_ptr + part, dD_acc, mask=d_mask)
-    if HAS_BIAS:
-        tl.store(dbias_ptr + part, dbias_acc, mask=d_mask)
+        Bt = tl.load(B_ptr + bc_off, mask=bc_mask, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + bc_off, mask=bc_mask, other=0.0).to(tl.float32)
+        dB_acc = tl.zeros((BLOCK_N, CHUNK), tl.float32)
+        dC_acc = tl.zeros((BLOCK_N, CHUNK), tl.float32)
+        for j in range(CH_ITERS):
+            dg = (first_block + j) * BLOCK_D + tl.arange(0, BLOCK_D)
+            d = g * group_dim + dg
+            d_mask = dg < group_dim
+            dn_mask = d_mask[:, None] & n_mask[None, :]
+            part = b * dim + d  # rows of the per-batch (B, D[, N]) float32 buffers
+            A = tl.load(A_ptr + d[:, None] * nstate + n[None, :], mask=dn_mask, other=0.0).to(tl.float32)
+            Dv = tl.zeros((BLOCK_D,), tl.float32)
+            if HAS_D:
+                Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+            bias = tl.zeros((BLOCK_D,), tl.float32)
+            if HAS_BIAS:
+                bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+            m2 = d_mask[:, None] & t_mask[None, :]
+            off = ((b * dim + d) * L)[:, None] + t[None, :]
+            state_off = (part * (n_chunks + 1) + c)[:, None] * nstate + n[None, :]
+            h0 = tl.load(states_ptr + state_off, mask=dn_mask, other=0.0)
+            u = tl.load(u_ptr + off, mask=m2, other=0.0).to(tl.float32)
+            raw, dt = _load_dt(delta_ptr, off, m2, bias, HAS_BIAS, SOFTPLUS)
+            next_mask = d_mask[:, None] & (t + 1 < L)[None, :]
+            _, dt_next = _load_dt(delta_ptr, off + 1, next_mask, bias, HAS_BIAS, SOFTPLUS)
+            # recompute h_t of this chunk from the saved state before it
+            a = tl.exp(dt[:, None, :] * A[:, :, None])
+            bu = (dt * u)[:, None, :] * Bt[None, :, :]
+            sa, sb = tl.associative_scan((a, bu), 2, _first_order_combine)
+            hs = sb + sa * h0[:, :, None]
+            dout = tl.load(dout_ptr + off, mask=m2, other=0.0).to(tl.float32)
+            if HAS_Z:
+                zt = tl.load(z_ptr + off, mask=m2, other=0.0).to(tl.float32)
+                sig = tl.sigmoid(zt)
+                y = tl.sum(hs * Ct[None, :, :], axis=1)
+                if HAS_D:
+                    y += Dv[:, None] * u
+                dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
+                tl.store(dz_ptr + off, dz.to(dz_ptr.dtype.element_ty), mask=m2)
+                dout = dout * zt * sig
+            # adjoint: g_t = a_{t+1} g_{t+1} + dout_t C_t, a reverse scan seeded by the later chunk's g
+            carry_off = part[:, None] * nstate + n[None, :]
+            g_next = tl.load(carry_ptr + carry_off, mask=dn_mask, other=0.0)
+            a_next = tl.exp(dt_next[:, None, :] * A[:, :, None])
+            x = dout[:, None, :] * Ct[None, :, :]
+            ga, gb = tl.associative_scan((a_next, x), 2, _first_order_combine, reverse=True)
+            gs = gb + ga * g_next[:, :, None]
+            tl.store(carry_ptr + carry_off, tl.sum(tl.where(k[None, None, :] == 0, gs, 0.0), axis=2),
+                     mask=dn_mask)
+            dC_acc += tl.sum(dout[:, None, :] * hs, axis=0)  # (BLOCK_N, CHUNK)
+            dB_acc += tl.sum(gs * (dt * u)[:, None, :], axis=0)
+            gB = tl.sum(gs * Bt[None, :, :], axis=1)  # (BLOCK_D, CHUNK)
+            g_ah = gs * (hs - bu)  # g_t * a_t h_{t-1}
+            ddt = u * gB + tl.sum(g_ah * A[:, :, None], axis=1)
+            dA = tl.load(dA_ptr + carry_off, mask=dn_mask, other=0.0)
+            tl.store(dA_ptr + carry_off, dA + tl.sum(g_ah * dt[:, None, :], axis=2), mask=dn_mask)
+            du = dt * gB
+            if HAS_D:
+                du += Dv[:, None] * dout
+                dD = tl.load(dD_ptr + part, mask=d_mask, other=0.0)
+                tl.store(dD_ptr + part, dD + tl.sum(dout * u, axis=1), mask=d_mask)
+            if SOFTPLUS:
+                ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
+            ddt = tl.where(m2, ddt, 0.0)
+            if HAS_BIAS:
+                dbias = tl.load(dbias_ptr + part, mask=d_mask, other=0.0)
+                tl.store(dbias_ptr + part, dbias + tl.sum(ddt, axis=1), mask=d_mask)
+            tl.store(du_ptr + off, du.to(du_ptr.dtype.element_ty), mask=m2)
+            tl.store(ddelta_ptr + off, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+        # dB, dC: summed over this program's channels above, over the group's other programs here
+        tl.atomic_add(dB_ptr + bc_off, dB_acc, mask=bc_mask, sem="relaxed")
+        tl.atomic_add(dC_ptr + bc_off, dC_acc, mask=bc_mask, sem="relaxed")
+        tl.debug_barrier()  # this chunk's carry/dA/dD/dbias stores are seen by the next chunk's loads
 
 
 @cache
@@ -320,23 +326,26 @@ class SelectiveScanTriton(torch.autograd.Function):
         n_chunks = states.shape[2] - 1
         dout = torch.zeros_like(u) if dout is None else dout.contiguous()
         block_d, block_n, blocks = _launch_geometry(dim, groups, nstate, CONFIG.bwd_block_d)
+        iters = min(CONFIG.bwd_channel_iters, blocks)
+        blocks = -(-blocks // iters)
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dz = torch.empty_like(z) if z is not None else None
         f32 = dict(dtype=torch.float32, device=u.device)
-        dA = torch.empty(batch, dim, nstate, **f32)
+        dA = torch.zeros(batch, dim, nstate, **f32)  # per-batch partial sums
+        carry = torch.zeros(batch, dim, nstate, **f32)  # adjoint g between chunks
         dB = torch.zeros(B.shape, **f32)
         dC = torch.zeros(C.shape, **f32)
-        dD = torch.empty(batch, dim, **f32) if D is not None else None
-        dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
+        dD = torch.zeros(batch, dim, **f32) if D is not None else None
+        dbias = torch.zeros(batch, dim, **f32) if delta_bias is not None else None
         _, bwd = _kernels()
         bwd[(groups * blocks, batch)](
             u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
             delta_bias if delta_bias is not None else u, states, dout,
             du, ddelta, dz if dz is not None else du, dA, dB, dC,
-            dD if dD is not None else dA, dbias if dbias is not None else dA,
+            dD if dD is not None else dA, dbias if dbias is not None else dA, carry,
             length, dim, dim // groups, groups, nstate, blocks, n_chunks,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=ctx.delta_softplus, BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=ctx.chunk,
+            SOFTPLUS=ctx.delta_softplus, BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=ctx.chunk, CH_ITERS=iters,
             num_warps=CONFIG.bwd_warps,
         )
         if ctx.squeeze_groups:
