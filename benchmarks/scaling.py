@@ -12,9 +12,9 @@ Every (model, size) point runs in its own subprocess: build the model, one warm-
 then --repeats timed passes (content and style both size x size, batch 1, torch.no_grad). seconds = the
 fastest timed pass; peak_mb = the child's peak RSS (resource.getrusage) on CPU,
 torch.cuda.max_memory_allocated on CUDA.
-A point is not run (recorded with "stopped": why) when its estimated attention-matrix memory exceeds --max-mb (16 GiB or
-75% of the available memory),
-when a smaller size of the same model already failed, or when it ran past --timeout.
+A point is not run (recorded with "stopped": why) when its estimated attention-matrix memory exceeds --max-mb
+(16 GiB, or 75% of the available memory if less), when a smaller size of the same model already failed, or
+when it ran past --timeout.
 
 JSON: {"mambast": {"256": {"seconds": s, "peak_mb": m}, ...}, "attention": {...}, "attention_sdpa": {...},
 "meta": {...}}; the plot (matplotlib, optional) is log-log, seconds and peak memory vs image side.
@@ -82,7 +82,7 @@ def worker(model: str, size: int, device: str, repeats: int, warmup: bool, threa
 
 
 def attention_matrix_mb(model: str, size: int) -> float:
-    """Estimated peak of the plain attention's L x L tensors: scores, softmax and one temporary (8 heads, fp32)."""
+    """Estimated peak of the plain attention's L x L tensors: scores, softmax, one temporary (fp32)."""
     if model != "attention":
         return 0.0
     tokens = (size // 8) ** 2
@@ -129,8 +129,10 @@ def plot(results: dict, path: Path) -> bool:
         if not pts:
             continue
         xs = [s for s, _ in pts]
-        axes[0].plot(xs, [r["seconds"] for _, r in pts], "o-", label=model)
-        axes[1].plot(xs, [r["peak_mb"] for _, r in pts], "o-", label=model)
+        stopped = [s for s, r in results[model].items() if r.get("seconds") is None]
+        label = model + (f" (stopped at {', '.join(stopped)} px)" if stopped else "")
+        axes[0].plot(xs, [r["seconds"] for _, r in pts], "o-", label=label)
+        axes[1].plot(xs, [r["peak_mb"] for _, r in pts], "o-", label=label)
     for ax, label in zip(axes, ("seconds per image", "peak memory (MB)"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     cuda = args.device.startswith("cuda")
-    device_name = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
+    device_name = torch.cuda.get_device_name() if cuda else f"{platform.machine()}, {os.cpu_count()} cores"
     results: dict = {m: {} for m in args.models}
     results["meta"] = {"device": f"{args.device} ({device_name})", "threads": args.threads,
                        "torch": torch.__version__, "repeats": args.repeats, "warmup": not args.no_warmup,

@@ -308,12 +308,7 @@ def load_inception(path: str | Path, layout: str = "auto", device: str | torch.d
     state_dict = {k.removeprefix("module."): v for k, v in obj.items()}
     if layout == "auto":
         layout = detect_layout(state_dict)
-    with torch.device("meta"):  # no random init: every weight comes from the file
-        model = InceptionV3(layout, heads=_heads_in(state_dict))
+    model = InceptionV3(layout, heads=_heads_in(state_dict))
     _check_keys(model, state_dict, path)
-    model.to_empty(device="cpu")
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.num_batches_tracked.zero_()  # files may omit it; unused in eval mode
     model.load_state_dict(state_dict, strict=False)
     return model.to(device)
