@@ -203,6 +203,7 @@ class _NativeScan(torch.autograd.Function):
         if needs_grad:
             ctx.save_for_backward(u32, delta32, A32, Bt, Ct, D32, bias32, ckpt)
             ctx.delta_softplus = delta_softplus
+            ctx.lib = lib  # the backward must use the build whose checkpoint layout (vector width) this is
             ctx.dtypes = [None if t is None else t.dtype for t in (u, delta, A, D, delta_bias)]
         if last is None:
             return out, None
@@ -211,7 +212,7 @@ class _NativeScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, _dlast):
-        lib = _library()
+        lib = ctx.lib
         u, delta, A, Bt, Ct, D, bias, ckpt = ctx.saved_tensors
         dout = dout.to(torch.float32)
         batch, channels, length = u.shape
@@ -283,7 +284,8 @@ def selective_scan_cpu(
 
     u, delta, z: (B, D, L); A: (D, N); B, C: (B, G, N, L) or (B, N, L); D, delta_bias: (D,). Any strides.
     float32 state and accumulation for float32/bfloat16/float16 inputs; float64 inputs (and N > 64, or
-    empty inputs) use the pure-torch scan (float64 state for float64). Returns out (B, D, L) in u's dtype, and h_{L-1} (B, D, N) (no gradient) if asked.
+    empty inputs) use the pure-torch scan (float64 state for float64).
+    Returns out (B, D, L) in u's dtype, and h_{L-1} (B, D, N) (no gradient) if asked.
     """
     _check_inputs(u, delta, A, B, C)
     if u.dtype == torch.float64 or u.numel() == 0 or A.shape[1] > _MAX_STATE:
