@@ -26,7 +26,7 @@ from mambast.config import MambaSTConfig  # noqa: E402
 DEV = REPO.parent / "shared" / "images" / "dev"
 MODEL = MambaSTConfig(d_model=128, d_state=16, content_layers=2, style_layers=2, decoder_layers=2,
                       cnn_channels=(128, 64, 32), drop_path=0.0)
-RECIPE = dict(size=64, load_size=128, batch_size=4, lr=5e-4, warmup_iters=20, workers=0, seed=0,
+RECIPE = dict(size=64, load_size=128, batch_size=4, lr=1e-3, warmup_iters=20, workers=0, seed=0,
               log_every=10, save_every=50, sample_every=250, keep_last=2)
 
 
@@ -36,7 +36,8 @@ def train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     cfg = train_preset("paper", model=MODEL.to_dict(), content_dir=str(args.dev / "content"),
-                       style_dir=str(args.dev / "style"), vgg=str(args.vgg), max_iter=args.max_iter, **RECIPE)
+                       style_dir=str(args.dev / "style"), vgg=str(args.vgg), max_iter=args.max_iter,
+                       **{**RECIPE, **({"lr": args.lr} if args.lr else {})})
     cfg = cfg.replace(preset="default-cpu")
     run_training(cfg, args.run_dir, resume=(args.run_dir / "config.json").exists(), progress=False)
     return 0
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--dev", type=Path, default=DEV, help="folder with content/ and style/ (never the eval set)")
     t.add_argument("--max-iter", type=int, default=100_000, help="stop here (the run is stopped by hand)")
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--lr", type=float, help="override the recipe's lr")
     t.set_defaults(func=train)
     e = sub.add_parser("export", help="write the run's latest weights as the bundled fp16 safetensors")
     e.add_argument("run_dir", type=Path)

@@ -18,8 +18,10 @@ from mambast.weights.hed import (  # noqa: E402
     VGG16_CONVS,
     VGG16_FEATURE_INDEX,
     HEDFormatError,
+    channel_means,
     convert_hed,
     hed_to_vgg16_state_dict,
+    normalise_vgg16,
     read_hed_convs,
 )
 
@@ -120,6 +122,32 @@ def test_convert_full_vgg16_loads_as_caffe_bgr_loss_network(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-2 * np.abs(want).max() * 1e-2)
 
 
+def test_normalise_gives_unit_channel_means_and_proportional_features(tmp_path):
+    from mambast.nets.vgg import VGGEncoder
+
+    write_hed_h5(tmp_path / "hed.h5", widths=FULL_WIDTHS, seed=7)
+    sd = hed_to_vgg16_state_dict(read_hed_convs(tmp_path / "hed.h5"))
+    sd = {k: v * 0.05 if k.endswith("weight") else v for k, v in sd.items()}  # keep random activations tame
+    images = [torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    normed = normalise_vgg16(sd, images)
+    assert max(int(k.split(".")[1]) for k in normed) == 24  # conv5_1 is the last conv kept
+    means = channel_means(normed, images)
+    alive = [m[channel_means(sd, images)[i] > 1e-8] for i, m in enumerate(means)]
+    assert len(means) == 11 and all(torch.allclose(m, torch.ones_like(m), atol=1e-3) for m in alive)
+
+    def feats(state):
+        vgg = VGGEncoder("vgg16", "caffe_bgr")
+        vgg.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                                      if int(k.split(".")[1]) <= 24})
+        return vgg(images[0])
+
+    with torch.no_grad():
+        for f, g in zip(feats(sd), feats(normed), strict=True):  # g = f / m per channel
+            ratio = (f.sum((0, 2, 3)) / g.sum((0, 2, 3)).clamp_min(1e-12)).view(1, -1, 1, 1)
+            live = g.sum((0, 2, 3)) > 0
+            torch.testing.assert_close((g * ratio)[:, live], f[:, live], rtol=1e-3, atol=1e-4 * float(f.max()))
+
+
 def test_narrow_file_is_refused_for_vgg16(tmp_path):
     write_hed_h5(tmp_path / "hed.h5")
     with pytest.raises(HEDFormatError, match="block1_conv1 is 3->4 channels, VGG-16 has 3->64"):
@@ -158,6 +186,10 @@ def test_cli_convert_hed(tmp_path, capsys):
         args.func(args)
     args = parser.parse_args(["convert-hed", str(tmp_path / "hed.h5"), str(tmp_path), "--force"])
     assert args.func(args) == 0
+    args = parser.parse_args(["convert-hed", str(tmp_path / "hed.h5"), str(tmp_path / "n.pth"),
+                              "--normalise", str(tmp_path / "nowhere")])
+    with pytest.raises(UserError, match="no such folder"):
+        args.func(args)
 
 
 @pytest.mark.skipif(not os.environ.get("MAMBAST_HED_H5"), reason="MAMBAST_HED_H5 unset")

