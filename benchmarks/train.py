@@ -26,13 +26,13 @@ DEFAULT_POINTS = ["tiny:128:1", "tiny:128:4", "tiny:256:1", "tiny:256:4", "paper
 
 
 def run_point(preset: str, size: int, batch: int, device: str, iters: int, warmup: int, amp: bool,
-              threads: int) -> dict:
+              threads: int, grad_checkpoint: bool = False) -> dict:
     """Time one configuration in this process."""
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from mambast.train.config import train_preset
-    from mambast.train.loop import _autocast
+    from mambast.train.loop import _autocast, enable_grad_checkpointing
     from mambast.train.losses import loss_terms, total_loss
     from mambast.train.optim import build_optimizer
 
@@ -45,6 +45,8 @@ def run_point(preset: str, size: int, batch: int, device: str, iters: int, warmu
     dev = torch.device(device)
     torch.manual_seed(0)
     model = MambaST(cfg.model_config()).to(dev).train()
+    if grad_checkpoint:
+        enable_grad_checkpointing(model)
     vgg = load_vgg(None, allow_random=True, device=dev)
     opt = build_optimizer(model, cfg)
     g = torch.Generator().manual_seed(0)
@@ -71,6 +73,7 @@ def run_point(preset: str, size: int, batch: int, device: str, iters: int, warmu
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"preset": preset, "size": size, "batch": batch, "device": device, "amp": amp,
+            "grad_checkpoint": grad_checkpoint,
             "threads": torch.get_num_threads(), "s_per_iter": statistics.median(times),
             "s_per_iter_all": times,
             "cpu_s_per_iter": statistics.median(cpu_times), "peak_mib": peak / 2**20,
@@ -85,6 +88,7 @@ def main() -> None:
     ap.add_argument("--paper-iters", type=int, default=1, help="timed iterations for the paper preset")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (as `mambast train` does on CUDA)")
+    ap.add_argument("--grad-checkpoint", action="store_true", help="recompute the Mamba blocks in the backward")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run a single point in this process
@@ -93,7 +97,7 @@ def main() -> None:
         preset, size, batch = args.one.split(":")
         iters = args.paper_iters if preset == "paper" else args.iters
         print(json.dumps(run_point(preset, int(size), int(batch), args.device, iters, args.warmup, args.amp,
-                                   args.threads)))
+                                   args.threads, args.grad_checkpoint)))
         return
     results = []
     print(f"{'preset':>6} {'size':>5} {'batch':>5} {'s/iter':>9} {'cpu s/iter':>10} {'peak MiB':>9}  ({args.device})",
@@ -102,6 +106,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--one", point, "--device", args.device, "--iters", str(args.iters),
                "--paper-iters", str(args.paper_iters), "--warmup", str(args.warmup),
                "--threads", str(args.threads)] + (["--amp"] if args.amp else [])
+        cmd += ["--grad-checkpoint"] if args.grad_checkpoint else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{point}: failed: {proc.stderr.strip().splitlines()[-1:]}", flush=True)

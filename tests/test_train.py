@@ -58,11 +58,11 @@ def _final_state(run_dir):
 def test_tiny_run_lowers_the_loss(tmp_path):
     content = _folder(tmp_path / "c", 1, 5)
     style = _folder(tmp_path / "s", 1, 6)
-    cfg = _cfg((content, style), load_size=32, lr=1e-3, max_iter=10, sample_every=5)  # no crop: one pair
+    cfg = _cfg((content, style), load_size=32, lr=5e-4, max_iter=10, sample_every=5)  # no crop: one pair
     result = train(cfg, tmp_path / "run", progress=False)
     totals = [r["total"] for r in read_metrics(tmp_path / "run")]
     assert len(totals) == 10 and all(np.isfinite(totals))
-    assert np.mean(totals[-3:]) < 0.8 * np.mean(totals[:3])
+    assert np.mean(totals[-3:]) < 0.7 * np.mean(totals[:3])  # measured: 0.42 (31.3 -> 12.3)
     assert result.step == 10 and result.checkpoint.name == "step_00000010.pt"
     grid = Image.open(tmp_path / "run" / "samples" / "step_00000010.png")
     assert grid.size == (5 * 32, 32)  # content | style | Ics | Icc | Iss
