@@ -60,12 +60,48 @@ def time_backend(fn, inputs: dict, repeats: int) -> dict:
     return res
 
 
+def model_share(size: int = 256, repeats: int = 3) -> dict:
+    """CPU time of a paper-size MambaST forward (random weights, inference) and of its 9 native scan calls."""
+    from mambast import MambaST, MambaSTConfig
+    from mambast.ops import scan_cpu
+
+    model = MambaST(MambaSTConfig()).eval()
+    original, spent = scan_cpu.selective_scan_cpu, [0.0, 0]
+
+    def timed(*args, **kwargs):
+        t0 = time.process_time()
+        result = original(*args, **kwargs)
+        spent[0] += time.process_time() - t0
+        spent[1] += 1
+        return result
+
+    g = torch.Generator().manual_seed(0)
+    content, style = torch.rand(1, 3, size, size, generator=g), torch.rand(1, 3, size, size, generator=g)
+    scan_cpu.selective_scan_cpu = timed
+    try:
+        with torch.inference_mode():
+            model(content, style, shuffle=False)  # warm-up
+            runs = []
+            for _ in range(repeats):
+                spent[:] = [0.0, 0]
+                t0 = time.process_time()
+                model(content, style, shuffle=False)
+                runs.append((time.process_time() - t0, spent[0], spent[1]))
+    finally:
+        scan_cpu.selective_scan_cpu = original
+    total, scan, calls = sorted(runs)[len(runs) // 2]
+    return {"size": size, "model_cpu_ms": 1e3 * total, "scan_cpu_ms": 1e3 * scan, "scan_calls": calls,
+            "model_over_model_without_scan": total / (total - scan)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-torch", action="store_true", help="skip the (slow) pure-torch fallback")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--model-share", action="store_true",
+                        help="also time a paper-size MambaST forward at 256 px and the share of its scans")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
     if args.threads:
@@ -95,9 +131,15 @@ def main() -> None:
             n = native[r["L"]]
             print(f"speed-up native vs torch at L={r['L']}: fwd {r['fwd'] / n['fwd']:.0f}x, "
                   f"bwd {r['bwd'] / n['bwd']:.0f}x")
+    share = model_share() if args.model_share else None
+    if share:
+        print(f"MambaST forward at {share['size']} px: {share['model_cpu_ms']:.0f} ms CPU, of which "
+              f"{share['scan_calls']} scans {share['scan_cpu_ms']:.0f} ms: model / model without scan = "
+              f"{share['model_over_model_without_scan']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": torch.get_num_threads(), "cpu": _cpu_name(), "rows": rows}, f, indent=1)
+            json.dump({"threads": torch.get_num_threads(), "cpu": _cpu_name(), "rows": rows, "model": share}, f,
+                      indent=1)
 
 
 def _cpu_name() -> str:
