@@ -8,7 +8,7 @@ Sections, in order (each one is guarded: a failure is recorded in the JSON and t
     2. correctness on the device: Triton scan (forward and every gradient) vs the float64 loop, small shapes;
        Triton cross scan/merge vs the torch ops
     3. scan timings, B=8, D=4096 (G=4 groups, as Mamba-ST), N=16, L=1024 and 4096, fp32 and bf16: forward and
-       forward+backward for triton, mamba_ssm (when importable) and the torch fallback (only where affordable),
+       forward+backward for triton, mamba_ssm (when importable) and the torch fallback (where affordable),
        each with its memory-traffic floor ratio (time / (bytes it must read + write / copy bandwidth))
     4. a small sweep of Triton tile sizes at L=4096 fp32 (--no-sweep skips it)
     5. whole-model inference at 512 and 1024 px, MambaST(MambaSTConfig()) random init, fp32 and bf16 autocast
@@ -38,9 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--json", type=Path, default=None, help="write all results to this JSON file")
     p.add_argument("--smoke", action="store_true",
-                   help="tiny shapes on the CPU through TRITON_INTERPRET=1 (tests this script, no GPU needed)")
+                   help="tiny shapes on the CPU through TRITON_INTERPRET=1 (tests the script, no GPU needed)")
     p.add_argument("--no-sweep", action="store_true", help="skip the Triton tile-size sweep")
-    p.add_argument("--no-model", action="store_true", help="skip the whole-model inference and training items")
+    p.add_argument("--no-model", action="store_true", help="skip whole-model inference and training")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per item (default 10; smoke 1)")
     return p.parse_args(argv)
 
@@ -197,7 +197,8 @@ def correctness() -> dict:
         scan_ok = torch.equal(cross_scan_triton(x), cross_scan(x))
         merge_err = max_rel_error(cross_merge_triton(y, H, W), cross_merge(y.float(), H, W))
         ok = scan_ok and merge_err <= (1e-6 if dtype == f32 else 1e-2)
-        crosses.append({"H": H, "W": W, "dtype": str(dtype).split(".")[-1], "ok": ok, "merge_rel_error": merge_err})
+        crosses.append({"H": H, "W": W, "dtype": str(dtype).split(".")[-1], "ok": ok,
+                        "merge_rel_error": merge_err})
     log(f"   cross scan/merge: {'ok' if all(c['ok'] for c in crosses) else 'MISMATCH'}")
     return {"ok": all(c["ok"] for c in scans + crosses), "scan": scans, "cross": crosses}
 
@@ -253,7 +254,7 @@ def time_scan(name, batch, groups, dim, nstate, length, dtype, backward, bandwid
 
 
 def torch_affordable(length: int, backward: bool, dtype) -> bool:
-    """The float loop: forward always; its autograd keeps ~10 MB per step at D=4096, so only at L=1024 fp32."""
+    """The float loop: forward always; its autograd keeps ~10 MB per step at D=4096: only L=1024 fp32."""
     return SMOKE or (dtype == torch.float32 and (not backward or length <= 1024))
 
 
@@ -280,13 +281,14 @@ def scan_timings() -> list:
                     except Exception as e:  # noqa: BLE001
                         msg = f"{type(e).__name__}: {e}".splitlines()[0]
                         log(f"   {name} L={length} {dtype} backward={backward}: FAILED {msg}")
-                        rows.append(dict(backend=name, L=length, dtype=str(dtype), backward=backward, error=msg))
+                        rows.append(dict(backend=name, L=length, dtype=str(dtype), backward=backward,
+                                         error=msg))
     return rows
 
 
 SWEEP = [  # chunk, fwd_block_d, fwd_warps, bwd_block_d, bwd_warps, bwd_channel_iters (the first: the default)
-    (64, 4, 8, 2, 8, 8), (64, 4, 8, 4, 16, 1), (64, 4, 8, 2, 8, 32), (32, 8, 8, 2, 8, 8), (16, 16, 8, 8, 16, 8),
-    (32, 4, 4, 2, 8, 1),
+    (64, 4, 8, 2, 8, 8), (64, 4, 8, 4, 16, 1), (64, 4, 8, 2, 8, 32), (32, 8, 8, 2, 8, 8),
+    (16, 16, 8, 8, 16, 8), (32, 4, 4, 2, 8, 1),
 ]
 
 
@@ -297,13 +299,13 @@ def tile_sweep() -> list:
     rows = []
     try:
         for values in SWEEP[: 2 if SMOKE else None]:
-            cfg = dict(zip(("chunk", "fwd_block_d", "fwd_warps", "bwd_block_d", "bwd_warps", "bwd_channel_iters"),
-                           values, strict=True))
+            keys = ("chunk", "fwd_block_d", "fwd_warps", "bwd_block_d", "bwd_warps", "bwd_channel_iters")
+            cfg = dict(zip(keys, values, strict=True))
             scan_triton.set_config(**cfg)
             for backward in (False, True):
                 try:
-                    row = time_scan("triton", **shape, length=lengths[-1], dtype=torch.float32, backward=backward,
-                                    bandwidth=bandwidth)
+                    row = time_scan("triton", **shape, length=lengths[-1], dtype=torch.float32,
+                                    backward=backward, bandwidth=bandwidth)
                 except Exception as e:  # noqa: BLE001
                     row = {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
                     log(f"   config {cfg}: FAILED {row['error']}")
@@ -411,7 +413,8 @@ def summary() -> dict:
         return None
 
     out = {}
-    fwd, both = find("triton", lengths[-1], "float32", "fwd"), find("triton", lengths[-1], "float32", "fwd+bwd")
+    fwd = find("triton", lengths[-1], "float32", "fwd")
+    both = find("triton", lengths[-1], "float32", "fwd+bwd")
     if fwd and "floor_ratio" in fwd:
         out["fwd_floor_ratio_L4096_fp32"] = fwd["floor_ratio"]
         out["fwd_within_2x_floor"] = fwd["floor_ratio"] <= 2

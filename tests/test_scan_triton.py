@@ -34,7 +34,7 @@ NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 @pytest.fixture
 def small_tiles():
-    """Chunks of 8 steps, 2-channel blocks, 2 blocks per backward program: tiny shapes cross every boundary."""
+    """Chunks of 8 steps, 2-channel blocks, 2 blocks per backward program: tiny shapes cross boundaries."""
     saved = scan_triton.TritonScanConfig(**vars(scan_triton.CONFIG))
     scan_triton.set_config(chunk=8, fwd_block_d=2, bwd_block_d=2, bwd_channel_iters=2)
     yield
@@ -288,7 +288,7 @@ def test_kernels_compile_for_h100_without_spills(tmp_path):
     rows = [line.split() for line in run.stdout.splitlines()]
     assert len(rows) == 4
     for name, dtype, regs, spill in rows:
-        assert int(regs) <= 255 and int(spill) == 0, f"{name} {dtype}: {regs} registers, {spill} bytes spilled"
+        assert int(regs) <= 255 and int(spill) == 0, f"{name} {dtype}: {regs} registers, {spill} B spilled"
 
 
 def test_model_forward_and_backward_on_the_triton_scan():
