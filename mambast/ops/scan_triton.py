@@ -312,7 +312,7 @@ class SelectiveScanTriton(torch.autograd.Function):
         )
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states if save_states else None)
         ctx.delta_softplus, ctx.squeeze_groups, ctx.chunk = bool(delta_softplus), squeeze_groups, chunk
-        last_state = states[:, :, -1].to(u.dtype)
+        last_state = states[:, :, -1].to(u.dtype, copy=True)  # not a view of the saved states
         ctx.mark_non_differentiable(last_state)
         return out, last_state
 
