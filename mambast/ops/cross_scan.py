@@ -9,12 +9,24 @@ the adjoint backward (a gather in the forward becomes a scatter-add in the backw
 
 from __future__ import annotations
 
+import importlib.util
+from functools import cache
+
 import torch
 from torch import Tensor
 
 
+@cache
+def _triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def cross_scan(x: Tensor) -> Tensor:
-    """(B, C, H, W) -> (B, 4, C, L), L = H * W, in the four scan orders."""
+    """(B, C, H, W) -> (B, 4, C, L), L = H * W, in the four scan orders (a Triton kernel on CUDA)."""
+    if x.is_cuda and _triton_available():
+        from .cross_scan_triton import cross_scan_triton
+
+        return cross_scan_triton(x)
     rows = x.flatten(2)  # (B, C, L) row-major
     cols = x.transpose(2, 3).flatten(2)  # (B, C, L) column-major
     return torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], dim=1)
@@ -22,6 +34,10 @@ def cross_scan(x: Tensor) -> Tensor:
 
 def cross_merge(y: Tensor, H: int, W: int) -> Tensor:
     """(B, 4, C, L) -> (B, C, L): sum of the four directions, each mapped back to row-major order."""
+    if y.is_cuda and _triton_available():
+        from .cross_scan_triton import cross_merge_triton
+
+        return cross_merge_triton(y, H, W)
     batch, _, channels, _ = y.shape
     rows = y[:, 0] + y[:, 2].flip(-1)  # row-major
     cols = y[:, 1] + y[:, 3].flip(-1)  # column-major: (W, H) grid
