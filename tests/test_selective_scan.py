@@ -341,3 +341,23 @@ def assert_ulp_bound(x: torch.Tensor, ref: torch.Tensor, arg: torch.Tensor) -> N
     rel = ((x.double() - ref) / ref).abs()
     bound = 3e-7 + 1.2e-7 * arg.double().abs()
     assert (rel <= bound).all(), f"worst {rel.max().item():.2e} at argument {arg[(rel / bound).argmax()]}"
+
+
+@pytest.mark.slow
+def test_build_without_openmp(monkeypatch, tmp_path):
+    """A compiler without OpenMP still gives a working (single-threaded) kernel with the same numbers."""
+    if scan_cpu._compiler() is None:
+        pytest.skip("no C compiler here")
+    monkeypatch.setattr(scan_cpu, "_FLAGS", tuple(f for f in scan_cpu._FLAGS if f != "-fopenmp"))
+    monkeypatch.setenv("MAMBAST_CACHE_DIR", str(tmp_path))
+    scan_cpu._library.cache_clear()
+    try:
+        assert scan_cpu.native_available()
+        case = next(c for c in GRID if c[3] == 65)
+        batch, dg, groups, length, state, three_d, with_D, with_z, with_bias, softplus = case
+        inputs = make_inputs(sum(case[:5]), batch, dg, groups, length, state, three_d, with_D, with_z, with_bias,
+                             softplus)
+        assert_close_to_ref(_native, inputs, softplus, tol=2e-5, cache_key=case)
+    finally:
+        monkeypatch.undo()
+        scan_cpu._library.cache_clear()

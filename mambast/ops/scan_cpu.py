@@ -66,6 +66,14 @@ def _flags() -> tuple[str, ...]:
     return (f"-march={os.environ.get('MAMBAST_NATIVE_ARCH') or 'native'}", *_FLAGS)
 
 
+def _flag_variants() -> list[tuple[str, ...]]:
+    """What to try, in order: all flags; without OpenMP (a single-threaded kernel, e.g. Apple clang); also
+    without -march (compilers that reject -march=native)."""
+    full = _flags()
+    no_omp = tuple(f for f in full if f != "-fopenmp")
+    return [full, no_omp, tuple(f for f in no_omp if not f.startswith("-march="))]
+
+
 def _compiler() -> str | None:
     for name in (os.environ.get("CC"), "cc", "gcc"):
         if name and shutil.which(name):
@@ -99,11 +107,15 @@ def _compile(cc: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([cc, *_flags(), "-o", tmp, str(_SOURCE)], capture_output=True, text=True,
-                                timeout=300)
-        if result.returncode != 0:
-            raise RuntimeError(f"{cc} failed: {result.stderr.strip().splitlines()[-1:]}")
-        os.replace(tmp, target)
+        error = ""
+        for flags in _flag_variants():
+            result = subprocess.run([cc, *flags, "-o", tmp, str(_SOURCE)], capture_output=True, text=True,
+                                    timeout=300)
+            if result.returncode == 0:
+                os.replace(tmp, target)
+                return
+            error = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"{cc} failed: {error}")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
