@@ -96,6 +96,14 @@ def test_exact_resume_and_run_directory(tmp_path, data):
     via_load = mambast.load(tmp_path / "b")
     x = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(via_load(x, x, seed=0), model(x, x, seed=0), rtol=0, atol=0)
+    # fine-tuning starts from the given weights: one step away from them, not from a fresh init
+    tuned = train(_cfg(data, max_iter=1, init_from=str(tmp_path / "b"), lr=1e-12), tmp_path / "c", progress=False)
+    start = _final_state(tmp_path / "c")["model"]
+    assert tuned.step == 1 and json.loads((tmp_path / "c" / "config.json").read_text())["train"]["init_from"]
+    torch.testing.assert_close(start, b["model"], rtol=1e-6, atol=1e-9)
+    with pytest.raises(UserError, match="architecture differs"):
+        train(_cfg(data, max_iter=1, init_from=str(tmp_path / "b")).replace(
+            model={**b["config"]["model"], "d_model": 32}, preset="tiny"), tmp_path / "d", progress=False)
 
 
 def test_grad_checkpointing_gives_the_same_gradients(data):

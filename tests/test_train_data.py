@@ -125,7 +125,8 @@ def test_resume_refuses_changed_settings(tmp_path):
     assert is_run_dir(tmp_path) and not is_run_dir(tmp_path / "nope")
     ns = {k: None for k in ("content_dir", "style_dir", "vgg", "vgg_layout", "max_iter", "batch_size", "size",
                             "load_size", "lr", "seed", "workers", "warmup", "schedule", "min_lr", "grad_clip",
-                            "amp", "log_every", "save_every", "sample_every", "keep_last", "device")}
+                            "amp", "log_every", "save_every", "sample_every", "keep_last", "device",
+                            "init_from")}
     args = argparse.Namespace(**ns, resume=str(tmp_path), grad_checkpoint=None, allow_random_vgg=None)
     args.max_iter = 99
     assert build_config(args).max_iter == 99

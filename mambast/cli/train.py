@@ -10,14 +10,14 @@ from ..errors import UserError
 
 # options that may differ when resuming: they do not change what the run computes
 RESUME_OVERRIDABLE = ("max_iter", "workers", "device", "log_every", "save_every", "sample_every", "keep_last",
-                      "vgg", "content_dir", "style_dir", "grad_checkpoint")
+                      "vgg", "content_dir", "style_dir", "grad_checkpoint", "init_from")
 # command-line option -> TrainConfig field
 OPTIONS = {
     "content_dir": "content_dir", "style_dir": "style_dir", "vgg": "vgg", "vgg_layout": "vgg_layout",
     "max_iter": "max_iter", "batch_size": "batch_size", "size": "size", "load_size": "load_size", "lr": "lr",
     "seed": "seed", "workers": "workers", "warmup": "warmup_iters", "schedule": "schedule", "min_lr": "min_lr",
     "grad_clip": "grad_clip", "amp": "amp", "log_every": "log_every", "save_every": "save_every",
-    "sample_every": "sample_every", "keep_last": "keep_last", "device": "device",
+    "sample_every": "sample_every", "keep_last": "keep_last", "device": "device", "init_from": "init_from",
 }
 
 
@@ -36,6 +36,8 @@ def register(subparsers) -> None:
                    help="layout of the --vgg file (default: detected from its keys)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory to create (config, checkpoints, metrics, samples)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the latest checkpoint of this run")
+    p.add_argument("--init-from", metavar="PATH", help="fine-tune: start from these weights (published "
+                   "folder, .safetensors file or run directory) instead of a fresh initialisation")
     p.add_argument("--preset", default="paper", choices=("paper", "tiny"),
                    help="named model + training configuration (default: paper, the published recipe)")
     p.add_argument("--max-iter", type=int, metavar="N", help="total training iterations (paper: 160000)")

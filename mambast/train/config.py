@@ -53,6 +53,7 @@ class TrainConfig:
     style_shuffle: bool = True
     amp: str = "auto"  # auto = bf16 autocast on CUDA, off on CPU
     grad_checkpoint: bool = False
+    init_from: str | None = None  # start from these weights (published folder, .safetensors, run dir)
     # bookkeeping
     log_every: int = 10
     save_every: int = 5_000

@@ -112,6 +112,8 @@ class _Run:
         self.step, self.bad, self.checkpoint = 0, set(), None
         if resume:
             self._resume()
+        elif cfg.init_from:
+            self._init_from(cfg.init_from)
         if ctx.is_main:  # the effective config (a resume may extend max_iter or change intervals)
             write_run_config(run_dir, cfg.to_dict())
         if cfg.grad_checkpoint:
@@ -122,6 +124,18 @@ class _Run:
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def _init_from(self, path: str) -> None:
+        """Fine-tuning: copy the weights of a published folder, .safetensors file or run directory."""
+        from ..io import load
+
+        source = load(path, device="cpu").state_dict()
+        try:
+            self.model.load_state_dict(source)
+        except RuntimeError:
+            mine = self.cfg.model_config()
+            raise UserError(f"--init-from {path}: its architecture differs from the {self.cfg.preset!r} preset's "
+                            f"(d_model {mine.d_model}); pick the matching --preset") from None
 
     def _resume(self) -> None:
         path = latest_checkpoint(self.run_dir)
