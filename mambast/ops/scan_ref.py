@@ -56,10 +56,12 @@ def selective_scan_ref(
     dt = discretize_delta(delta, None if delta_bias is None else delta_bias.to(cdt), delta_softplus)
     h = u.new_zeros(u.shape[0], channels, A.shape[1])  # (B, D, N)
     ys = []
-    for t in range(u.shape[2]):
-        a = torch.exp(dt[:, :, t, None] * A)  # (B, D, N)
-        h = a * h + (dt[:, :, t] * u[:, :, t])[..., None] * Bx[..., t]
-        ys.append((h * Cx[..., t]).sum(-1))
+    # unbind: per-step views whose backward stays O(L) (indexing [..., t] would scatter a full tensor per step)
+    steps = zip(dt.unbind(-1), u.unbind(-1), Bx.unbind(-1), Cx.unbind(-1), strict=True)
+    for dt_t, u_t, B_t, C_t in steps:
+        a = torch.exp(dt_t[..., None] * A)  # (B, D, N)
+        h = a * h + (dt_t * u_t)[..., None] * B_t
+        ys.append((h * C_t).sum(-1))
     y = torch.stack(ys, dim=-1)  # (B, D, L)
     if D is not None:
         y = y + D.to(cdt)[:, None] * u

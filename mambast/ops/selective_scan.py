@@ -28,12 +28,12 @@ def _has_module(name: str) -> bool:
 
 @cache
 def _native_cpu_ok() -> bool:
-    from .scan_cpu import native_available
+    from .scan_cpu import native_available, unavailable_reason
 
     ok = native_available()
     if not ok:
         warnings.warn(
-            "mambast: native CPU selective scan unavailable (no working C compiler); "
+            f"mambast: native CPU selective scan unavailable ({unavailable_reason()}); "
             "using the slower pure-torch scan",
             RuntimeWarning,
             stacklevel=3,
