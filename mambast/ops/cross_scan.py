@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 from functools import cache
 
-import torch
 from torch import Tensor
 
 
@@ -27,9 +26,12 @@ def cross_scan(x: Tensor) -> Tensor:
         from .cross_scan_triton import cross_scan_triton
 
         return cross_scan_triton(x)
-    rows = x.flatten(2)  # (B, C, L) row-major
-    cols = x.transpose(2, 3).flatten(2)  # (B, C, L) column-major
-    return torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], dim=1)
+    batch, channels, H, W = x.shape
+    out = x.new_empty(batch, 4, channels, H * W)
+    out[:, 0].copy_(x.reshape(batch, channels, H * W))  # row-major
+    out[:, 1].view(batch, channels, W, H).copy_(x.transpose(2, 3))  # column-major
+    out[:, 2:].copy_(out[:, :2].flip(-1))  # both reversed
+    return out
 
 
 def cross_merge(y: Tensor, H: int, W: int) -> Tensor:
@@ -40,5 +42,6 @@ def cross_merge(y: Tensor, H: int, W: int) -> Tensor:
         return cross_merge_triton(y, H, W)
     batch, _, channels, _ = y.shape
     rows = y[:, 0] + y[:, 2].flip(-1)  # row-major
-    cols = y[:, 1] + y[:, 3].flip(-1)  # column-major: (W, H) grid
-    return rows + cols.view(batch, channels, W, H).transpose(2, 3).reshape(batch, channels, H * W)
+    cols = y[:, 1] + y[:, 3].flip(-1)  # column-major: a (W, H) grid
+    return rows.view(batch, channels, H, W).add_(cols.view(batch, channels, W, H).transpose(2, 3)).view(
+        batch, channels, H * W)
