@@ -32,6 +32,23 @@ class Unused(nn.Module):
             self.register_buffer("bias", torch.zeros(bias))
 
 
+def channel_first(tokens: Tensor, weight: Tensor) -> Tensor:
+    """A bias-free Linear on channel-last tokens, produced channel-first: (B, H, W, C), (Do, C) -> (B, Do, H, W).
+
+    Same numbers as Linear(tokens).permute(0, 3, 1, 2); BLAS reads the tokens transposed, so the depthwise
+    conv and the cross scan get contiguous (B, Do, H, W) maps without a transposing copy.
+    """
+    batch, H, W, C = tokens.shape
+    tokens_t = tokens.reshape(batch, H * W, C).transpose(1, 2)  # (B, C, L), a view
+    return torch.bmm(weight.expand(batch, -1, -1), tokens_t).view(batch, -1, H, W)
+
+
+def layer_norm_dim1(y: Tensor, norm: nn.LayerNorm) -> Tensor:
+    """LayerNorm over dim 1 of (B, Di, L) with `norm`'s weight, bias and eps (biased variance, as LayerNorm)."""
+    var, mean = torch.var_mean(y, dim=1, correction=0, keepdim=True)
+    return (y - mean) * torch.rsqrt(var + norm.eps) * norm.weight[:, None] + norm.bias[:, None]
+
+
 class SS2DBase(nn.Module):
     """Parameters shared by SS2D and ST-SS2D, with the official key names.
 
@@ -77,8 +94,8 @@ class SS2DBase(nn.Module):
             self.style_proj_weight.uniform_(-bound, bound)
 
     def local_features(self, x: Tensor) -> Tensor:
-        """(B, H, W, Di) -> SiLU(DWConv3x3(x)) as (B, Di, H, W)."""
-        return F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
+        """(B, Di, H, W) -> SiLU(DWConv3x3(x)), (B, Di, H, W)."""
+        return F.silu(self.conv2d(x))
 
     def scan(self, u: Tensor, dt_low: Tensor, B: Tensor, C: Tensor) -> Tensor:
         """The K-direction selective scan.
@@ -101,10 +118,14 @@ class SS2DBase(nn.Module):
         return y.view(batch, K, d_inner, L)
 
     def output(self, y: Tensor, z: Tensor) -> Tensor:
-        """Merge the directions, gate by the content: y (B, K, Di, L), z (B, H, W, Di) -> (B, H, W, C)."""
-        batch, H, W, d_inner = z.shape
-        y = cross_merge(y, H, W).transpose(1, 2).reshape(batch, H, W, d_inner)
-        return self.out_proj(self.out_norm(y) * F.silu(z))
+        """Merge the directions, gate by the content: y (B, K, Di, L), z (B, Di, H, W) -> (B, H, W, C).
+
+        out_norm(y) * SiLU(z) is computed channel-first (LayerNorm over Di = dim 1), and out_proj reads the
+        result transposed, so no channel-last copy of the (Di, L) maps is made.
+        """
+        batch, d_inner, H, W = z.shape
+        y = layer_norm_dim1(cross_merge(y, H, W), self.out_norm) * F.silu(z.view(batch, d_inner, H * W))
+        return torch.matmul(y.transpose(1, 2), self.out_proj.weight.t()).view(batch, H, W, -1)
 
 
 class SS2D(SS2DBase):
@@ -115,7 +136,7 @@ class SS2D(SS2DBase):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
-        x, z = self.in_proj(x).chunk(2, dim=-1)
+        x, z = channel_first(x, self.in_proj.weight).chunk(2, dim=1)  # (B, Di, H, W) each
         xs = cross_scan(self.local_features(x))  # (B, K, Di, L)
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, R + 2N, L)
         dt_low, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..ops import cross_scan
-from .ss2d import SS2DBase
+from .ss2d import SS2DBase, channel_first
 
 
 class STSS2D(SS2DBase):
@@ -26,9 +26,9 @@ class STSS2D(SS2DBase):
 
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
         """content, style: (B, H, W, C) on the same grid -> (B, H, W, C)."""
-        x, z = self.in_proj(content).chunk(2, dim=-1)
+        x, z = channel_first(content, self.in_proj.weight).chunk(2, dim=1)  # (B, Di, H, W) each
         xs = cross_scan(self.local_features(x))  # (B, K, Di, L)
-        ss = cross_scan(self.local_features(self.in_style_proj(style)))  # (B, K, Di, L)
+        ss = cross_scan(self.local_features(channel_first(style, self.in_style_proj.weight)))  # (B, K, Di, L)
         C = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, N, L)
         dt_low, B = torch.einsum("bkdl,kcd->bkcl", ss, self.style_proj_weight).split(
             [self.dt_rank, self.d_state], dim=2)
