@@ -120,3 +120,17 @@ def test_foreign_or_broken_safetensors(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{oops")
     with pytest.raises(UserError, match="not a valid safetensors"):
         mambast.load(tmp_path / "bad.safetensors")
+
+
+def test_paper_model_has_the_published_keys_shapes_and_order():
+    """Every tensor of the published files (mambast/io/official_layout.json), in file order, per part."""
+    import json
+    from pathlib import Path
+
+    import mambast.io.official as official
+
+    layout = json.loads((Path(official.__file__).parent / "official_layout.json").read_text())
+    model = MambaST()
+    for tag, sub in official.PARTS.items():
+        got = [(k, list(v.shape)) for k, v in getattr(model, sub).state_dict().items()]
+        assert got == [(k, shape) for k, shape in layout[tag]["tensors"]], tag
