@@ -11,35 +11,11 @@ F_i: relu i_1 features of the "vgg_normalised" network (`mambast.nets.vgg.load_v
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["mean_std", "content_loss", "style_loss"]
+from ..train.losses import content_loss, mean_std, style_loss  # one definition, shared with training
 
-
-def mean_std(f: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
-    """(B, C, H, W) -> per-channel mean, std (B, C, 1, 1); std = sqrt(unbiased var + eps)."""
-    flat = f.flatten(2)
-    return flat.mean(-1)[..., None, None], (flat.var(-1, unbiased=True) + eps).sqrt()[..., None, None]
-
-
-def _normal(f: Tensor) -> Tensor:
-    mean, std = mean_std(f)
-    return (f - mean) / std
-
-
-def content_loss(feats_stylized: list[Tensor], feats_content: list[Tensor]) -> Tensor:
-    """Paper content loss from [relu1_1..relu5_1] feature lists -> scalar (relu4_1 and relu5_1 terms)."""
-    return sum(F.mse_loss(_normal(feats_stylized[i]), _normal(feats_content[i])) for i in (3, 4))
-
-
-def style_loss(feats_stylized: list[Tensor], feats_style: list[Tensor]) -> Tensor:
-    """Paper style loss from [relu1_1..relu5_1] feature lists -> scalar (mean / std matching, 5 layers)."""
-    total = feats_stylized[0].new_zeros(())
-    for fs, ft in zip(feats_stylized, feats_style, strict=True):
-        (m1, s1), (m2, s2) = mean_std(fs), mean_std(ft)
-        total = total + F.mse_loss(m1, m2) + F.mse_loss(s1, s2)
-    return total
+__all__ = ["mean_std", "content_loss", "style_loss", "paper_losses"]
 
 
 @torch.no_grad()

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mambast.errors import UserError
+from mambast.images import list_images
 
-__all__ = ["IMAGE_EXTS", "Pair", "Pairing", "list_image_files", "pair_by_name"]
+__all__ = ["Pair", "Pairing", "list_image_files", "pair_by_name"]
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SEP = "_stylized_"
 
 
@@ -40,13 +40,9 @@ class Pairing:
 
 def list_image_files(folder: str | Path) -> list[Path]:
     """Image files under `folder` (recursive, sorted); one-line UserError if not a folder / none."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    if not Path(folder).is_dir():
         raise UserError(f"not a folder: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise UserError(f"no images ({', '.join(IMAGE_EXTS)}) in {folder}")
-    return files
+    return list_images(folder)
 
 
 def _index(paths: Sequence[Path], what: str) -> dict[str, Path]:
