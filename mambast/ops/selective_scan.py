@@ -26,19 +26,20 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-@cache
 def _native_cpu_ok() -> bool:
+    """Whether the native kernel can run now (MAMBAST_NO_NATIVE is read at every call; the build is cached)."""
     from .scan_cpu import native_available, unavailable_reason
 
     ok = native_available()
     if not ok:
-        warnings.warn(
-            f"mambast: native CPU selective scan unavailable ({unavailable_reason()}); "
-            "using the slower pure-torch scan",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        _warn_fallback(unavailable_reason())
     return ok
+
+
+@cache
+def _warn_fallback(reason: str) -> None:  # once per reason
+    warnings.warn(f"mambast: native CPU selective scan unavailable ({reason}); using the slower pure-torch scan",
+                  RuntimeWarning, stacklevel=4)
 
 
 def resolve_backend(backend: str, device_type: str) -> str:
