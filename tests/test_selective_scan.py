@@ -225,7 +225,7 @@ def test_no_native_env_falls_back_to_torch(monkeypatch):
     monkeypatch.setenv("MAMBAST_NO_NATIVE", "1")
     assert not scan_cpu.native_available()
     assert "MAMBAST_NO_NATIVE" in scan_cpu.unavailable_reason()
-    dispatch_module._native_cpu_ok.cache_clear()
+    dispatch_module._warn_fallback.cache_clear()
     try:
         inputs = make_inputs(13, 1, 6, 2, 20, 16)
         with pytest.warns(RuntimeWarning, match="pure-torch"):
@@ -236,12 +236,12 @@ def test_no_native_env_falls_back_to_torch(monkeypatch):
         with pytest.raises(RuntimeError, match="MAMBAST_NO_NATIVE"):
             selective_scan(**inputs, delta_softplus=True, backend="cpu")
     finally:
-        dispatch_module._native_cpu_ok.cache_clear()
+        dispatch_module._warn_fallback.cache_clear()
 
 
 @needs_native
 def test_auto_backend_uses_native_on_cpu():
-    dispatch_module._native_cpu_ok.cache_clear()
+    dispatch_module._warn_fallback.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert dispatch_module.resolve_backend("auto", "cpu") == "cpu"
