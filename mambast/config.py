@@ -8,6 +8,14 @@ from dataclasses import asdict, dataclass, fields, replace
 from .errors import UserError
 
 
+def dataclass_from_dict(cls, d: dict, what: str):
+    """`cls(**d)`, refusing unknown keys with one line (configs read back from checkpoints and run folders)."""
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise UserError(f"unknown {what} keys: {', '.join(unknown)}")
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class MambaSTConfig:
     """Mamba-ST hyper-parameters (architecture.md section 1); the defaults are the published model.
@@ -58,11 +66,7 @@ class MambaSTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> MambaSTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "model config")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> MambaSTConfig:

@@ -147,9 +147,12 @@ def _require_latest(run_dir: str | Path) -> Path:
 
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu"):
     """The MambaST of the latest checkpoint of a run directory, in eval mode on `device`."""
+    from ..io.state_dict import load_state_dict_strict
     from ..model import MambaST
 
-    state = load_checkpoint(_require_latest(run_dir))
-    model = MambaST(MambaSTConfig.from_dict(dict(state["config"]["model"])))
-    model.load_state_dict(state["model"])
+    path = _require_latest(run_dir)
+    state = load_checkpoint(path)
+    with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
+        model = MambaST(MambaSTConfig.from_dict(dict(state["config"]["model"])))
+    load_state_dict_strict(model, state["model"], str(path), assign=True)
     return model.to(device).eval()

@@ -11,9 +11,9 @@ The effective configuration is saved as config.json in the run directory and in 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
-from ..config import MambaSTConfig
+from ..config import MambaSTConfig, dataclass_from_dict
 from ..errors import UserError
 from .losses import LossWeights
 
@@ -100,11 +100,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"unknown training config keys: {', '.join(unknown)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "training config")
 
     def replace(self, **changes) -> TrainConfig:
         return replace(self, **changes)

@@ -128,14 +128,15 @@ class _Run:
     def _init_from(self, path: str) -> None:
         """Fine-tuning: copy the weights of a published folder, .safetensors file or run directory."""
         from ..io import load
+        from ..io.state_dict import load_state_dict_strict
 
         source = load(path, device="cpu").state_dict()
         try:
-            self.model.load_state_dict(source)
-        except RuntimeError:
+            load_state_dict_strict(self.model, source, "weights")
+        except UserError as e:
             mine = self.cfg.model_config()
             raise UserError(f"--init-from {path}: its architecture differs from the {self.cfg.preset!r} preset's "
-                            f"(d_model {mine.d_model}); pick the matching --preset") from None
+                            f"(d_model {mine.d_model}); pick the matching --preset ({e})") from None
 
     def _resume(self) -> None:
         path = latest_checkpoint(self.run_dir)
