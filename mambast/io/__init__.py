@@ -38,7 +38,7 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu",
     if path.is_dir():
         model = _load_dir(path, device)
     elif path.suffix == ".safetensors":
-        model = load_native(path, device, dtype)
+        model = load_native(path, device, dtype=None)  # cast once, below
     else:
         raise UserError(f"{path}: unknown checkpoint type (expected a .safetensors file, a published-weights "
                         "folder or a training run folder)")
