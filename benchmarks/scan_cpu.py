@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from mambast.ops.scan_cpu import native_available, selective_scan_cpu, unavailable_reason
+from mambast.ops.scan_cpu import native_available, selective_scan_cpu, selective_scan_cpu_lowrank, unavailable_reason
 from mambast.ops.scan_torch import selective_scan_torch
 
 
@@ -60,13 +60,32 @@ def time_backend(fn, inputs: dict, repeats: int) -> dict:
     return res
 
 
+def time_lowrank(length: int, repeats: int, rank: int = 32) -> dict:
+    """Forward (no grad) of the model's inference call: delta = dt_weight @ dt_low (rank R) inside the kernel."""
+    inputs = make_inputs(length)
+    g = torch.Generator().manual_seed(1)
+    inputs.pop("delta")
+    inputs["dt_low"] = torch.randn(1, 4, rank, length, generator=g)
+    inputs["dt_weight"] = torch.randn(4096, rank, generator=g) * 0.3 / rank ** 0.5
+    times, cpu = [], []
+    with torch.no_grad():
+        selective_scan_cpu_lowrank(**inputs, delta_softplus=True)  # warm-up
+        for _ in range(repeats):
+            w, c = time.perf_counter(), time.process_time()
+            selective_scan_cpu_lowrank(**inputs, delta_softplus=True)
+            times.append(time.perf_counter() - w)
+            cpu.append(time.process_time() - c)
+    return {"fwd": 1e3 * statistics.median(times), "best_fwd": 1e3 * min(times),
+            "cpu_fwd": 1e3 * statistics.median(cpu)}
+
+
 def model_share(size: int = 256, repeats: int = 3) -> dict:
     """CPU time of a paper-size MambaST forward (random weights, inference) and of its 9 native scan calls."""
     from mambast import MambaST, MambaSTConfig
     from mambast.ops import scan_cpu
 
     model = MambaST(MambaSTConfig()).eval()
-    original, spent = scan_cpu.selective_scan_cpu, [0.0, 0]
+    original, spent = scan_cpu.selective_scan_cpu_lowrank, [0.0, 0]
 
     def timed(*args, **kwargs):
         t0 = time.process_time()
@@ -77,7 +96,7 @@ def model_share(size: int = 256, repeats: int = 3) -> dict:
 
     g = torch.Generator().manual_seed(0)
     content, style = torch.rand(1, 3, size, size, generator=g), torch.rand(1, 3, size, size, generator=g)
-    scan_cpu.selective_scan_cpu = timed
+    scan_cpu.selective_scan_cpu_lowrank = timed  # what the model calls at inference on the CPU
     try:
         with torch.inference_mode():
             model(content, style, shuffle=False)  # warm-up
@@ -88,7 +107,7 @@ def model_share(size: int = 256, repeats: int = 3) -> dict:
                 model(content, style, shuffle=False)
                 runs.append((time.process_time() - t0, spent[0], spent[1]))
     finally:
-        scan_cpu.selective_scan_cpu = original
+        scan_cpu.selective_scan_cpu_lowrank = original
     total, scan, calls = sorted(runs)[len(runs) // 2]
     return {"size": size, "model_cpu_ms": 1e3 * total, "scan_cpu_ms": 1e3 * scan, "scan_calls": calls,
             "model_over_model_without_scan": total / (total - scan)}
@@ -108,12 +127,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if not native_available():
         raise SystemExit(f"mambast: native CPU selective scan unavailable: {unavailable_reason()}")
-    rows = []
+    rows, lowrank = [], []
     for length in args.lengths:
         inputs = make_inputs(length)
         with torch.no_grad():  # warm-up (and first-use compilation)
             selective_scan_cpu(**inputs, delta_softplus=True)
         rows.append({"backend": "native", "L": length, **time_backend(selective_scan_cpu, inputs, args.repeats)})
+        lowrank.append({"L": length, **time_lowrank(length, args.repeats)})
         if length == 1024 and not args.no_torch:
             with torch.no_grad():  # warm-up
                 selective_scan_torch(**make_inputs(64), delta_softplus=True)
@@ -131,6 +151,9 @@ def main() -> None:
             n = native[r["L"]]
             print(f"speed-up native vs torch at L={r['L']}: fwd {r['fwd'] / n['fwd']:.0f}x, "
                   f"bwd {r['bwd'] / n['bwd']:.0f}x")
+    for r in lowrank:
+        print(f"native, low-rank delta (R=32, the model's inference call), L={r['L']}: fwd median "
+              f"{r['fwd']:.1f} ms, best {r['best_fwd']:.1f} ms, CPU {r['cpu_fwd']:.1f} ms")
     share = model_share() if args.model_share else None
     if share:
         print(f"MambaST forward at {share['size']} px: {share['model_cpu_ms']:.0f} ms CPU, of which "
@@ -138,7 +161,8 @@ def main() -> None:
               f"{share['model_over_model_without_scan']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": torch.get_num_threads(), "cpu": _cpu_name(), "rows": rows, "model": share}, f,
+            json.dump({"threads": torch.get_num_threads(), "cpu": _cpu_name(), "rows": rows, "lowrank": lowrank,
+                       "model": share}, f,
                       indent=1)
 
 

@@ -3,7 +3,7 @@
     xz = in_proj(x); x, z = chunk(xz)            x: (B, H, W, Di) content path, z: gate
     x  = SiLU(DWConv3x3(x))
     xs = cross_scan(x)                           (B, K, Di, L), K = 4 directions
-    [dt, B, C] = x_proj_weight[k] @ xs[:, k]     delta = dt_projs_weight[k] @ dt
+    [dt, B, C] = x_proj_weight[k] @ xs[:, k]     delta = dt_projs_weight[k] @ dt (inside the scan kernel on CPU)
     y  = selective_scan(xs, delta, A = -exp(A_logs), B, C, Ds, dt_projs_bias, softplus)
     out = out_proj(out_norm(cross_merge(y)) * SiLU(z))
 """
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import cross_merge, cross_scan, selective_scan
+from ..ops import cross_merge, cross_scan, selective_scan_lowrank
 
 K = 4  # scan directions
 
@@ -103,17 +103,18 @@ class SS2DBase(nn.Module):
         u: (B, K, Di, L) scanned sequence; dt_low: (B, K, R, L); B, C: (B, K, N, L) -> y (B, K, Di, L).
         """
         batch, _, d_inner, L = u.shape
-        delta = torch.einsum("bkrl,kdr->bkdl", dt_low, self.dt_projs_weight)  # (B, K, Di, L)
-        y = selective_scan(
+        y = selective_scan_lowrank(  # delta = dt_projs_weight[k] @ dt_low[:, k], (B, K * Di, L)
             u.reshape(batch, K * d_inner, L),
-            delta.reshape(batch, K * d_inner, L),
+            dt_low,
+            self.dt_projs_weight.reshape(K * d_inner, self.dt_rank),
             -torch.exp(self.A_logs.float()),
-            B.contiguous(),
-            C.contiguous(),
+            B,
+            C,
             D=self.Ds.float(),
             delta_bias=self.dt_projs_bias.reshape(-1).float(),
             delta_softplus=True,
             backend=self.scan_backend,
+            inplace=not torch.is_grad_enabled(),  # u (a fresh cross scan) is not read again
         )
         return y.view(batch, K, d_inner, L)
 

@@ -2,6 +2,7 @@
 
 from .cross_scan import cross_merge, cross_scan
 from .scan_ref import selective_scan_ref
-from .selective_scan import resolve_backend, selective_scan
+from .selective_scan import resolve_backend, selective_scan, selective_scan_lowrank
 
-__all__ = ["selective_scan", "selective_scan_ref", "resolve_backend", "cross_scan", "cross_merge"]
+__all__ = ["selective_scan", "selective_scan_lowrank", "selective_scan_ref", "resolve_backend", "cross_scan",
+           "cross_merge"]

@@ -38,7 +38,7 @@ class _Params(ctypes.Structure):
         (name, ctypes.c_int64)
         for name in ("su_b", "su_d", "su_t", "sd_b", "sd_d", "sd_t", "Bsz", "D", "L", "N", "G", "softplus",
                      "nthreads")
-    ]
+    ] + [("dtw", _P), ("dtl", _P), ("R", ctypes.c_int64)]  # low-rank delta (forward only); NULL when unused
 
 
 class _FwdOut(ctypes.Structure):
@@ -312,3 +312,48 @@ def selective_scan_cpu(
         y = y * F.silu(z.to(torch.float32))
     y = y.to(u.dtype)
     return (y, last.to(u.dtype)) if return_last_state else y
+
+
+def selective_scan_cpu_lowrank(
+    u: Tensor,
+    dt_low: Tensor,
+    dt_weight: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    inplace: bool = False,
+) -> Tensor:
+    """Native forward-only scan with a low-rank delta computed inside the kernel (no (B, D, L) delta tensor).
+
+    delta[b, d] = dt_weight[d] @ dt_low[b, g] for channel d of group g = d // (D / G), then as
+    `selective_scan_cpu(u, delta, A, B, C, D, delta_bias=..., delta_softplus=...)`.
+    u: (B, D, L); dt_low: (B, G, R, L); dt_weight: (D, R); A: (D, N); B, C: (B, G, N, L); D, delta_bias: (D,).
+    float32 only, no autograd (the caller checks). `inplace=True` writes the output into u's memory when u is
+    contiguous (u is then overwritten). Returns out (B, D, L).
+    """
+    if not native_available():
+        raise RuntimeError(f"mambast: native CPU selective scan unavailable: {unavailable_reason()}")
+    _check_inputs(u, u, A, B, C)
+    batch, channels, length = u.shape
+    groups, rank = dt_low.shape[1], dt_low.shape[2]
+    if (dt_low.shape != (batch, groups, rank, length) or dt_weight.shape != (channels, rank) or B.dim() != 4
+            or B.shape[1] != groups or C.shape[1] != groups):
+        raise ValueError(f"mambast: low-rank delta needs dt_low (B, G, R, L), dt_weight (D, R) and B, C with the "
+                         f"same G; got {tuple(dt_low.shape)}, {tuple(dt_weight.shape)}, {tuple(B.shape)}")
+    if any(t is not None and t.dtype != torch.float32 for t in (u, dt_low, dt_weight, A, B, C, D, delta_bias)):
+        raise ValueError("mambast: the low-rank native scan takes float32 tensors only")
+    lib = _library()
+    u = u if u.stride(-1) == 1 else u.contiguous()
+    out = u if inplace and u.is_contiguous() else torch.empty_like(u, memory_format=torch.contiguous_format)
+    # keep every tensor the kernel reads alive in a local until the call returns
+    dt_low, dt_weight, A, Bt, Ct = (t.contiguous() for t in (dt_low, dt_weight, A, _grouped_transposed(B),
+                                                             _grouped_transposed(C)))
+    D = None if D is None else D.contiguous()
+    delta_bias = None if delta_bias is None else delta_bias.contiguous()
+    params = _params(u, u, A, Bt, Ct, D, delta_bias, None, delta_softplus)
+    params.dtw, params.dtl, params.R = _ptr(dt_weight), _ptr(dt_low), rank
+    _check(lib.mst_scan_fwd(ctypes.byref(params), ctypes.byref(_FwdOut(_ptr(out), None))), "forward")
+    return out

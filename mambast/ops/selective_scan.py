@@ -16,6 +16,7 @@ import importlib.util
 import warnings
 from functools import cache
 
+import torch
 from torch import Tensor
 
 BACKENDS = ("auto", "ref", "torch", "cpu", "mamba_ssm", "triton")
@@ -98,3 +99,39 @@ def selective_scan(
     from .scan_mamba_ssm import selective_scan_mamba_ssm
 
     return selective_scan_mamba_ssm(*args)
+
+
+def selective_scan_lowrank(
+    u: Tensor,
+    dt_low: Tensor,
+    dt_weight: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str = "auto",
+    inplace: bool = False,
+) -> Tensor:
+    """`selective_scan` with a low-rank delta: delta[:, d] = dt_weight[d] @ dt_low[:, d // (D / G)].
+
+    u: (B, D, L); dt_low: (B, G, R, L); dt_weight: (D, R); B, C: (B, G, N, L); the rest as `selective_scan`.
+    This is Mamba's dt projection (delta = dt_projs_weight @ dt). On the CPU, without autograd, for float32,
+    the native kernel computes delta chunk by chunk and never materialises it (and, with `inplace=True`, may
+    write the output into u's memory: u is then overwritten); otherwise delta is formed and `selective_scan`
+    runs with `backend`. Returns out (B, D, L).
+    """
+    batch, channels, length = u.shape
+    groups, rank = dt_low.shape[1], dt_low.shape[2]
+    tensors = (u, dt_low, dt_weight, A, B, C, D, delta_bias)
+    if (resolve_backend(backend, u.device.type) == "cpu" and u.dtype == torch.float32 and B.dim() == 4
+            and A.shape[1] <= 64 and u.numel() > 0
+            and all(t is None or t.dtype == torch.float32 for t in tensors)
+            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))):
+        from .scan_cpu import selective_scan_cpu_lowrank
+
+        return selective_scan_cpu_lowrank(u, dt_low, dt_weight, A, B, C, D, delta_bias, delta_softplus, inplace)
+    delta = torch.einsum("bgrl,gdr->bgdl", dt_low, dt_weight.view(groups, channels // groups, rank))
+    return selective_scan(u, delta.reshape(batch, channels, length), A, B, C, D, delta_bias=delta_bias,
+                          delta_softplus=delta_softplus, backend=backend)

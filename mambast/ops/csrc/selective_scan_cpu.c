@@ -60,6 +60,11 @@ typedef struct {
     int64_t Bsz, D, L, N, G;
     int64_t softplus;
     int64_t nthreads;
+    /* low-rank delta (forward only): when dtw is set, delta is not read; instead, for channel d of group g,
+     * delta[b, d, t] = sum_r dtw[d, r] dtl[b, g, r, t] is computed in the kernel */
+    const float *dtw;     /* (D, R) contiguous, or NULL */
+    const float *dtl;     /* (Bsz, G, R, L) contiguous */
+    int64_t R;
 } mst_params;
 
 typedef struct {
@@ -364,20 +369,50 @@ INLINE void load_A(vf *Av, const mst_params *p, const mst_task *k, const int N, 
     }
 }
 
+/* dts[t] = sum_r Wv[r] dtl[r][t] for t < T (dtl rows of length L): the low-rank delta of one chunk, with
+ * blocks of 8 time steps accumulated in registers */
+INLINE void lowrank_delta(vf *restrict dts, const vf *restrict Wv, const float *dtl, int64_t L, int R, int T)
+{
+    int t = 0;
+    for (; t + 8 <= T; t += 8) {
+        vf acc[8] = {0};
+        for (int r = 0; r < R; r++) {
+            const vf w = Wv[r];
+            const float *row = dtl + r * L + t;
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                acc[j] += w * row[j];
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            dts[t + j] = acc[j];
+    }
+    for (; t < T; t++) {
+        vf acc = vbcast(0.f);
+        for (int r = 0; r < R; r++)
+            acc += Wv[r] * dtl[r * L + t];
+        dts[t] = acc;
+    }
+}
+
 /* stage u and dt (and, when `sg` is given, d dt / d(delta + bias) and whether delta + bias > 20) of the
  * chunk [t0, t0 + T); prefetch the chunk that starts at `next` (if >= 0) */
 INLINE void stage_inputs(const mst_params *p, const mst_task *k, int64_t t0, int T, int64_t next, vf bias,
-                         vf *us, vf *dts, vf *sg)
+                         vf *us, vf *dts, vf *sg, const vf *Wv)
 {
     if (next >= 0) {
         const int Tn = (int)(p->L - next < MST_CHUNK ? p->L - next : MST_CHUNK);
         prefetch_tile(p->u + k->b * p->su_b + k->d0 * p->su_d + next * p->su_t, p->su_d, p->su_t, (int)k->nc, Tn);
-        prefetch_tile(p->delta + k->b * p->sd_b + k->d0 * p->sd_d + next * p->sd_t, p->sd_d, p->sd_t,
-                      (int)k->nc, Tn);
+        if (!Wv)
+            prefetch_tile(p->delta + k->b * p->sd_b + k->d0 * p->sd_d + next * p->sd_t, p->sd_d, p->sd_t,
+                          (int)k->nc, Tn);
     }
     load_tile(us, p->u + k->b * p->su_b + k->d0 * p->su_d + t0 * p->su_t, p->su_d, p->su_t, (int)k->nc, T);
-    load_tile(dts, p->delta + k->b * p->sd_b + k->d0 * p->sd_d + t0 * p->sd_t, p->sd_d, p->sd_t,
-              (int)k->nc, T);
+    if (Wv)
+        lowrank_delta(dts, Wv, p->dtl + (k->b * p->G + k->g) * p->R * p->L + t0, p->L, (int)p->R, T);
+    else
+        load_tile(dts, p->delta + k->b * p->sd_b + k->d0 * p->sd_d + t0 * p->sd_t, p->sd_d, p->sd_t,
+                  (int)k->nc, T);
     for (int t = 0; t < T; t++) {
         const vf x = dts[t] + bias;
         if (!p->softplus) {
@@ -405,8 +440,14 @@ INLINE void fwd_task(const mst_params *p, const mst_fwd_out *o, int64_t i, vf *s
 {
     const mst_task k = task_of(p, i);
     const int64_t L = p->L, nch = (L + MST_CHUNK - 1) / MST_CHUNK;
-    vf *us = scratch, *dts = us + MST_CHUNK, *ys = dts + MST_CHUNK;
+    vf *us = scratch, *dts = us + MST_CHUNK, *ys = dts + MST_CHUNK, *Wv = p->dtw ? ys + MST_CHUNK : NULL;
     vf A2[MST_NMAX], h[MST_NMAX];
+    if (Wv)
+        for (int r = 0; r < p->R; r++) {
+            Wv[r] = vbcast(0.f);
+            for (int c = 0; c < k.nc; c++)
+                Wv[r][c] = p->dtw[(k.d0 + c) * p->R + r];
+        }
     load_A(A2, p, &k, N, LOG2E);
     const vf Dv = load_lanes(p->Dskip, &k, 1.f), bias = load_lanes(p->bias, &k, 1.f);
     for (int n = 0; n < N; n++)
@@ -415,7 +456,7 @@ INLINE void fwd_task(const mst_params *p, const mst_fwd_out *o, int64_t i, vf *s
     for (int64_t ci = 0; ci < nch; ci++) {
         const int64_t t0 = ci * MST_CHUNK;
         const int T = (int)(L - t0 < MST_CHUNK ? L - t0 : MST_CHUNK);
-        stage_inputs(p, &k, t0, T, ci + 1 < nch ? t0 + MST_CHUNK : -1, bias, us, dts, NULL);
+        stage_inputs(p, &k, t0, T, ci + 1 < nch ? t0 + MST_CHUNK : -1, bias, us, dts, NULL, Wv);
         const float *Bc = Bg + t0 * N, *Cc = Cg + t0 * N;
         for (int t = 0; t < T; t++) {
             const vf dt = dts[t], dtu = dt * us[t];
@@ -510,7 +551,7 @@ INLINE void bwd_task(const mst_params *p, const mst_bwd_io *io, int64_t i, const
     for (int64_t ci = nch - 1; ci >= 0; ci--) {
         const int64_t t0 = ci * MST_CHUNK;
         const int T = (int)(L - t0 < MST_CHUNK ? L - t0 : MST_CHUNK);
-        stage_inputs(p, &k, t0, T, ci > 0 ? t0 - MST_CHUNK : -1, bias, s->us, s->dts, s->sg);
+        stage_inputs(p, &k, t0, T, ci > 0 ? t0 - MST_CHUNK : -1, bias, s->us, s->dts, s->sg, NULL);
         if (ci > 0)
             prefetch_tile(io->dout + k.b * io->so_b + k.d0 * io->so_d + (t0 - MST_CHUNK) * io->so_t, io->so_d,
                           io->so_t, (int)k.nc, MST_CHUNK);
@@ -576,14 +617,14 @@ static void fwd_n16(const mst_params *p, const mst_fwd_out *o, int64_t i, vf *s)
 /* returns 0 on success, 1 on allocation failure, 2 on bad arguments */
 int mst_scan_fwd(const mst_params *p, const mst_fwd_out *o)
 {
-    if (p->N < 1 || p->N > MST_NMAX || p->G < 1 || p->D % p->G)
+    if (p->N < 1 || p->N > MST_NMAX || p->G < 1 || p->D % p->G || (p->dtw && (p->R < 1 || !p->dtl)))
         return 2;
     const int64_t ntasks = p->Bsz * mst_num_blocks(p->D, p->G);
     int failed = 0;
 #pragma omp parallel num_threads((int)p->nthreads)
     {
         FTZ_ENTER();
-        vf *scratch = aligned_buffer(sizeof(vf) * 3 * MST_CHUNK);
+        vf *scratch = aligned_buffer(sizeof(vf) * (3 * MST_CHUNK + (size_t)(p->dtw ? p->R : 0)));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
@@ -633,8 +674,8 @@ INLINE int64_t row_of(const mst_params *p, int64_t i)
 
 int mst_scan_bwd(const mst_params *p, const mst_bwd_io *io)
 {
-    if (p->N < 1 || p->N > MST_NMAX || p->G < 1 || p->D % p->G || !p->ckpt)
-        return 2;
+    if (p->N < 1 || p->N > MST_NMAX || p->G < 1 || p->D % p->G || !p->ckpt || p->dtw)
+        return 2; /* the low-rank delta is forward-only */
     const int64_t ntasks = p->Bsz * mst_num_blocks(p->D, p->G), N = p->N, row_len = p->L * N;
     const int64_t out_len = p->Bsz * p->G * row_len;
     const int nthreads = (int)p->nthreads;
