@@ -143,3 +143,15 @@ def test_cli_errors_before_anything_starts(tmp_path, data, capsys):
     assert not out.exists()
     rc = main(["train", "--resume", str(tmp_path)])
     assert rc == 2 and "not a mambast training run" in capsys.readouterr().err
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, data):
+    from mambast.train.lock import run_lock
+
+    run_dir = tmp_path / "run"
+    with run_lock(run_dir):  # as if another training process held the folder
+        with pytest.raises(UserError, match=r"run is being trained by pid \d+"):
+            train(_cfg(data, max_iter=1), run_dir, progress=False)
+        assert not (run_dir / "checkpoints").exists()  # nothing was written
+    assert train(_cfg(data, max_iter=1), run_dir, progress=False).step == 1  # released: the run goes ahead
+    assert train(_cfg(data, max_iter=2), run_dir, resume=True, progress=False).step == 2  # and again

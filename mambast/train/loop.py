@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .data import PairStream, find_images, make_loader, mix_seed
 from .distributed import DistContext, gather_lists, init_distributed, mean_over_ranks, shutdown
+from .lock import run_lock
 from .losses import LOSS_NAMES, loss_terms, total_loss
 from .monitor import MetricsLog, save_sample_grid
 from .optim import build_optimizer, lr_at, set_lr
@@ -224,11 +226,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     run_dir = Path(run_dir).expanduser()
     if not resume:
         _check_new_run_dir(run_dir)
-    ctx = init_distributed(cfg.device)
-    try:
-        return _train(cfg, run_dir, ctx, resume, progress)
-    finally:
-        shutdown(ctx)
+    is_rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the run folder's lock
+    with run_lock(run_dir) if is_rank0 else contextlib.nullcontext():
+        ctx = init_distributed(cfg.device)
+        try:
+            return _train(cfg, run_dir, ctx, resume, progress)
+        finally:
+            shutdown(ctx)
 
 
 def _train(cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool, progress: bool) -> TrainResult:
