@@ -36,8 +36,10 @@ def train(args: argparse.Namespace) -> int:
     from mambast.train.loop import train as run_training
 
     torch.set_num_threads(args.threads)
+    names = ("content", "style", "identity1", "identity2")
+    weights = dict(zip(names, args.loss_weights, strict=True)) if args.loss_weights else None
     overrides = {"lr": args.lr, "schedule": args.schedule, "warmup_iters": args.warmup, "amp": args.amp,
-                 "init_from": str(args.init_from) if args.init_from else None}
+                 "init_from": str(args.init_from) if args.init_from else None, "loss_weights": weights}
     cfg = train_preset("paper", model=MODEL.to_dict(), content_dir=str(args.dev / "content"),
                        style_dir=str(args.dev / "style"), vgg=str(args.vgg), max_iter=args.max_iter,
                        **{**RECIPE, **{k: v for k, v in overrides.items() if v is not None}})
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--warmup", type=int, help="override the recipe's warm-up iterations")
     t.add_argument("--amp", choices=("auto", "off", "bf16"), help="bf16 autocast (also on CPU: faster with AMX)")
     t.add_argument("--init-from", type=Path, help="a second phase: start a new run from this run's weights")
+    t.add_argument("--loss-weights", type=float, nargs=4, metavar=("CONTENT", "STYLE", "ID1", "ID2"),
+                   help="override the paper's 7 10 70 1")
     t.set_defaults(func=train)
     e = sub.add_parser("export", help="write the run's latest weights as the bundled fp16 safetensors")
     e.add_argument("run_dir", type=Path)
