@@ -24,10 +24,13 @@ LOCK_NAME = ".lock"
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold RUN_DIR/.lock (creating RUN_DIR) for the duration; UserError if another process holds it."""
+    """Hold RUN_DIR/.lock (creating RUN_DIR) for the duration; UserError if another process holds it.
+
+    A RUN_DIR this call created is removed again if nothing but the lock was written (an early error)."""
     if fcntl is None:
         yield
         return
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -42,3 +45,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:  # failed before writing anything
+            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
