@@ -314,6 +314,17 @@ def selective_scan_cpu(
     return (y, last.to(u.dtype)) if return_last_state else y
 
 
+def lowrank_native_ok(tensors: tuple[Tensor | None, ...], A: Tensor, B: Tensor) -> bool:
+    """Whether `selective_scan_cpu_lowrank` takes these inputs (u first in `tensors`): CPU float32 throughout,
+    grouped 4-D B, N within the kernel's limit, non-empty, and no autograd needed. Availability of the build
+    is the caller's (resolve_backend's) business."""
+    u = tensors[0]
+    present = [t for t in tensors if t is not None]
+    return (u.device.type == "cpu" and u.numel() > 0 and B.dim() == 4 and A.shape[1] <= _MAX_STATE
+            and all(t.dtype == torch.float32 for t in present)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in present)))
+
+
 def selective_scan_cpu_lowrank(
     u: Tensor,
     dt_low: Tensor,
@@ -349,8 +360,8 @@ def selective_scan_cpu_lowrank(
     u = u if u.stride(-1) == 1 else u.contiguous()
     out = u if inplace and u.is_contiguous() else torch.empty_like(u, memory_format=torch.contiguous_format)
     # keep every tensor the kernel reads alive in a local until the call returns
-    dt_low, dt_weight, A, Bt, Ct = (t.contiguous() for t in (dt_low, dt_weight, A, _grouped_transposed(B),
-                                                             _grouped_transposed(C)))
+    dt_low, dt_weight, A = dt_low.contiguous(), dt_weight.contiguous(), A.contiguous()
+    Bt, Ct = _grouped_transposed(B), _grouped_transposed(C)
     D = None if D is None else D.contiguous()
     delta_bias = None if delta_bias is None else delta_bias.contiguous()
     params = _params(u, u, A, Bt, Ct, D, delta_bias, None, delta_softplus)

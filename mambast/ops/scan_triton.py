@@ -84,6 +84,19 @@ def _load_dt(delta_ptr, offsets, mask, bias, HAS_BIAS, SOFTPLUS):
     return raw, tl.where(mask, dt, 0.0)
 
 
+def _load_channel_params(A_ptr, D_ptr, bias_ptr, d, d_mask, n, dn_mask, nstate,
+                         BLOCK_D: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """A (BLOCK_D, BLOCK_N), D and delta_bias (BLOCK_D,) of channels d, float32; 0 where masked or absent."""
+    A = tl.load(A_ptr + d[:, None] * nstate + n[None, :], mask=dn_mask, other=0.0).to(tl.float32)
+    Dv = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    bias = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    return A, Dv, bias
+
+
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
     L, dim, group_dim, groups, nstate, blocks_per_group, n_chunks, n_slots,
@@ -99,13 +112,8 @@ def _scan_fwd_kernel(
     n = tl.arange(0, BLOCK_N)
     n_mask = n < nstate
     dn_mask = d_mask[:, None] & n_mask[None, :]
-    A = tl.load(A_ptr + d[:, None] * nstate + n[None, :], mask=dn_mask, other=0.0).to(tl.float32)
-    Dv = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    A, Dv, bias = _load_channel_params(A_ptr, D_ptr, bias_ptr, d, d_mask, n, dn_mask, nstate, BLOCK_D, HAS_D,
+                                       HAS_BIAS)
     row = (b * dim + d) * L  # (BLOCK_D,) offsets of the (b, d) rows of u, delta, z, out
     bc_row = ((b * groups + g) * nstate + n) * L  # (BLOCK_N,) rows of B[b, g], C[b, g]
     state_row = (b * dim + d) * n_slots * nstate  # (BLOCK_D,) rows of states[b, d]
@@ -172,13 +180,8 @@ def _scan_bwd_kernel(
             d_mask = dg < group_dim
             dn_mask = d_mask[:, None] & n_mask[None, :]
             part = b * dim + d  # rows of the per-batch (B, D[, N]) float32 buffers
-            A = tl.load(A_ptr + d[:, None] * nstate + n[None, :], mask=dn_mask, other=0.0).to(tl.float32)
-            Dv = tl.zeros((BLOCK_D,), tl.float32)
-            if HAS_D:
-                Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-            bias = tl.zeros((BLOCK_D,), tl.float32)
-            if HAS_BIAS:
-                bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+            A, Dv, bias = _load_channel_params(A_ptr, D_ptr, bias_ptr, d, d_mask, n, dn_mask, nstate, BLOCK_D,
+                                               HAS_D, HAS_BIAS)
             m2 = d_mask[:, None] & t_mask[None, :]
             off = ((b * dim + d) * L)[:, None] + t[None, :]
             state_off = (part * (n_chunks + 1) + c)[:, None] * nstate + n[None, :]
@@ -247,7 +250,7 @@ def _kernels():
         raise RuntimeError("backend='triton' needs the triton package (pip install triton)") from e
     g = globals()
     g["tl"] = triton.language
-    for name in ("_first_order_combine", "_softplus", "_load_dt"):
+    for name in ("_first_order_combine", "_softplus", "_load_dt", "_load_channel_params"):
         g[name] = triton.jit(g[name])
     return triton.jit(_scan_fwd_kernel), triton.jit(_scan_bwd_kernel)
 

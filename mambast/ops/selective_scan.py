@@ -124,14 +124,12 @@ def selective_scan_lowrank(
     """
     batch, channels, length = u.shape
     groups, rank = dt_low.shape[1], dt_low.shape[2]
-    tensors = (u, dt_low, dt_weight, A, B, C, D, delta_bias)
-    if (resolve_backend(backend, u.device.type) == "cpu" and u.dtype == torch.float32 and B.dim() == 4
-            and A.shape[1] <= 64 and u.numel() > 0
-            and all(t is None or t.dtype == torch.float32 for t in tensors)
-            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))):
-        from .scan_cpu import selective_scan_cpu_lowrank
+    if resolve_backend(backend, u.device.type) == "cpu":
+        from .scan_cpu import lowrank_native_ok, selective_scan_cpu_lowrank
 
-        return selective_scan_cpu_lowrank(u, dt_low, dt_weight, A, B, C, D, delta_bias, delta_softplus, inplace)
+        if lowrank_native_ok((u, dt_low, dt_weight, A, B, C, D, delta_bias), A, B):
+            return selective_scan_cpu_lowrank(u, dt_low, dt_weight, A, B, C, D, delta_bias, delta_softplus,
+                                              inplace)
     delta = torch.einsum("bgrl,gdr->bgdl", dt_low, dt_weight.reshape(groups, channels // groups, rank))
     return selective_scan(u, delta.reshape(batch, channels, length), A, B, C, D, delta_bias=delta_bias,
                           delta_softplus=delta_softplus, backend=backend)
