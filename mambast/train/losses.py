@@ -6,7 +6,8 @@
     identity2 = sum_i MSE(F_i(Icc), F_i(c)) + MSE(F_i(Iss), F_i(s))
     total     = 7 content + 10 style + 70 identity1 + 1 identity2
 
-F_i are the frozen VGG's relu{i}_1 features of images in [0, 1]; Ics = model(c, s).
+F_i are the frozen VGG's relu{i}_1 features of images in [0, 1]; Ics = model(c, s). The feature losses
+themselves live in `mambast.losses` (shared with the metrics); this module is the training objective.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LOSS_NAMES", "LossWeights", "mean_std", "normal", "training_losses", "total_loss"]
+from ..losses import content_loss, feature_loss, mean_std, normal, style_loss
+
+__all__ = ["LOSS_NAMES", "LossWeights", "content_loss", "feature_loss", "loss_terms", "mean_std", "normal",
+           "style_loss", "training_losses", "total_loss"]
 
 LOSS_NAMES = ("content", "style", "identity1", "identity2")
 
@@ -33,39 +37,6 @@ class LossWeights:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-def mean_std(feat: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std over H*W: (B, C, H, W) -> two (B, C, 1, 1); std = sqrt(unbiased var + eps)."""
-    flat = feat.flatten(2).float()  # float32 statistics even under bf16 autocast
-    mean = flat.mean(dim=2)
-    std = (flat.var(dim=2, unbiased=True) + eps).sqrt()
-    return mean[..., None, None], std[..., None, None]
-
-
-def normal(feat: Tensor, eps: float = 1e-5) -> Tensor:
-    """Instance-normalise (B, C, H, W) features with :func:`mean_std`."""
-    mean, std = mean_std(feat, eps)
-    return (feat - mean) / std
-
-
-def content_loss(out_feats: list[Tensor], content_feats: list[Tensor]) -> Tensor:
-    """Normalised relu4_1 + relu5_1 MSE."""
-    return sum(F.mse_loss(normal(o), normal(c)) for o, c in zip(out_feats[3:5], content_feats[3:5], strict=True))
-
-
-def style_loss(out_feats: list[Tensor], style_feats: list[Tensor]) -> Tensor:
-    """Sum over relu1_1..relu5_1 of the MSE of channel means plus the MSE of channel stds."""
-    total = out_feats[0].new_zeros(())
-    for o, s in zip(out_feats, style_feats, strict=True):
-        (om, osd), (sm, ssd) = mean_std(o), mean_std(s)
-        total = total + F.mse_loss(om, sm) + F.mse_loss(osd, ssd)
-    return total
-
-
-def feature_loss(a: list[Tensor], b: list[Tensor]) -> Tensor:
-    """Sum over the taps of the plain feature MSE."""
-    return sum(F.mse_loss(x, y) for x, y in zip(a, b, strict=True))
 
 
 def loss_terms(
