@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..train.losses import content_loss, mean_std, style_loss  # one definition, shared with training
+from ..losses import content_loss, mean_std, style_loss  # one definition, shared with training (mambast.losses)
 
 __all__ = ["mean_std", "content_loss", "style_loss", "paper_losses"]
 
