@@ -15,14 +15,14 @@ from .ops import selective_scan
 __version__ = "0.1.0"
 
 __all__ = ["MambaST", "MambaSTConfig", "PRESETS", "UserError", "load", "load_native", "load_official",
-           "save_native", "save_official", "selective_scan", "stylize", "__version__"]
+           "save_native", "save_official", "selective_scan", "stylize", "Stylizer", "Controls", "__version__"]
 
 
 def __getattr__(name):  # lazy: keep `import mambast` light
-    if name == "stylize":
-        from .stylize import stylize
+    if name in ("stylize", "Stylizer", "Controls"):
+        from . import inference
 
-        return stylize
+        return getattr(inference, name)
     if name == "training_losses":
         from .train.losses import training_losses
 

@@ -30,7 +30,7 @@ def run(args) -> int:
     from ..errors import UserError
     from ..images import list_images
     from ..io import load
-    from ..stylize import stylize_pairs
+    from ..inference import stylize_pairs
     from .common import resolve_device
 
     if args.size < 0:

@@ -1,51 +1,42 @@
-"""High-level stylization: PIL images or paths in, PIL images or files out.
-
-Size policy: the content keeps its size and aspect (optionally first resized so its short side is `size`);
-inside the model it is reflection-padded to a multiple of the patch size and the output cropped back.
-The style is resized (aspect not kept, as in training) to that padded content size, so both streams give
-the same token grid.
-"""
+"""`mambast.stylize`: one pair (or one content with several styles), PIL images or paths in, a PIL image out.
+A thin wrapper over the inference engine (`mambast.inference.Stylizer`); folder runs: `stylize_pairs`."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .images import ImageError, load_image, resize_short_side, to_pil, to_tensor
-from .model import MambaST
-from .model.mamba_st import padded_size
+from ..errors import UserError
+from ..images import to_pil, to_tensor
+from ..model import MambaST
+from .controls import Controls
+from .engine import ImageLike, Stylizer
+from .naming import output_name
+
+__all__ = ["stylize", "stylize_pairs", "StylizeReport", "output_name"]
 
 
-def _as_image(image: Image.Image | str | Path) -> Image.Image:
-    return image if isinstance(image, Image.Image) else load_image(image)
+def stylize(model: MambaST, content: ImageLike, style: ImageLike | Sequence[ImageLike], size: int | None = 512,
+            seed: int | None = None, shuffle: bool = True, *, alpha: float = 1.0,
+            style_weights: Sequence[float] | None = None, preserve_color: str | None = None,
+            style_size: int | None = None, mask: ImageLike | None = None,
+            max_pixels: int | None = None) -> Image.Image:
+    """Stylize one content; returns an RGB PIL image of the (resized) content's size.
 
-
-def output_name(content: str | Path, style: str | Path) -> str:
-    """`{content_stem}_stylized_{style_stem}.png`, the naming the metric scripts of this field expect."""
-    return f"{Path(content).stem}_stylized_{Path(style).stem}.png"
-
-
-@torch.inference_mode()
-def stylize(model: MambaST, content: Image.Image | str | Path, style: Image.Image | str | Path,
-            size: int | None = 512, seed: int | None = None, shuffle: bool = True) -> Image.Image:
-    """Stylize one pair; returns an RGB PIL image of the (resized) content's size."""
-    content_img = resize_short_side(_as_image(content).convert("RGB"), size)
-    w, h = content_img.size
-    H, W = padded_size(h, w, model.config.patch_size)  # the model pads the content to this size
-    style_img = _as_image(style).convert("RGB")
-    if style_img.size != (W, H):
-        style_img = style_img.resize((W, H), Image.LANCZOS)
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    c = to_tensor(content_img)[None].to(device, dtype)
-    s = to_tensor(style_img)[None].to(device, dtype)
-    return to_pil(model(c, s, shuffle=shuffle, seed=seed)[0])
+    style: one image, or several mixed by `style_weights` or spread over the regions of `mask`. Controls:
+    see `mambast.inference.Controls` (alpha, style_weights, preserve_color, style_size, mask, shuffle, seed).
+    max_pixels: refuse a planned content size above this (None: the engine's default limit).
+    """
+    controls = Controls(alpha=alpha, style_weights=None if style_weights is None else tuple(style_weights),
+                        preserve_color=preserve_color, style_size=style_size, mask=mask, shuffle=shuffle,
+                        seed=seed)
+    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+    return Stylizer(model, size=size, **kwargs).stylize(content, style, controls)
 
 
 @dataclass
@@ -58,16 +49,18 @@ class StylizeReport:
 
 def stylize_pairs(model: MambaST, contents: list[Path], styles: list[Path], output_dir: str | Path,
                   size: int | None = 512, seed: int | None = None, shuffle: bool = True,
-                  progress: bool = True, on_error=None) -> StylizeReport:
+                  progress: bool = True, on_error=None, controls: Controls | None = None) -> StylizeReport:
     """Stylize every content x style pair into `output_dir/{content}_stylized_{style}.png`.
 
-    A bad input skips its pairs (reason recorded, `on_error(message)` called) and the rest go on; inputs
-    are never overwritten; the output folder is created.
+    Each content and each style is encoded once (N + M encoder passes, not N x M). A bad input skips its
+    pairs (reason recorded, `on_error(message)` called) and the rest go on; inputs are never overwritten.
     """
+    controls = controls or Controls(shuffle=shuffle, seed=seed)
+    engine = Stylizer(model, size=size, style_cache=max(16, len(styles)))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     inputs = {Path(p).resolve() for p in [*contents, *styles]}
-    report, styles_cache, seen = StylizeReport(), {}, set()
+    report, seen = StylizeReport(), set()
 
     def fail(pair: str, reason: str):
         report.failed.append((pair, reason))
@@ -78,12 +71,14 @@ def stylize_pairs(model: MambaST, contents: list[Path], styles: list[Path], outp
     with contextlib.closing(bar):
         for content in contents:
             try:
-                content_img = load_image(content)
-            except ImageError as e:
+                content_img = engine.prepare_content(content)
+                encoded = engine.encode_content(to_tensor(content_img)[None])
+            except UserError as e:
                 for style in styles:
                     fail(output_name(content, style), str(e))
                 bar.update(len(styles))
                 continue
+            padded_hw = engine.grid(*content_img.size)
             for style in styles:
                 name = output_name(content, style)
                 target = out / name
@@ -92,10 +87,8 @@ def stylize_pairs(model: MambaST, contents: list[Path], styles: list[Path], outp
                         raise UserError(f"{target}: refusing to overwrite an input image")
                     if name in seen:
                         raise UserError(f"{target}: two inputs share this name (same file stems)")
-                    if style not in styles_cache:
-                        styles_cache[style] = load_image(style)
-                    result = stylize(model, content_img, styles_cache[style], size, seed, shuffle)
-                    result.save(target)
+                    tokens = engine.style_tokens(style, padded_hw, controls, encoded.image[0])
+                    to_pil(engine.render(encoded, [tokens], controls)[0]).save(target)
                     seen.add(name)
                     report.written.append(target)
                 except UserError as e:

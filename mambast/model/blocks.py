@@ -76,17 +76,28 @@ class Encoder(nn.Module):
         return tokens
 
 
-def shuffle_tokens(style: Tensor, generator: torch.Generator | None) -> Tensor:
-    """The style shuffle: one random permutation of the H*W positions (shared over the batch).
+Generators = torch.Generator | list[torch.Generator] | None
 
-    style: (B, H, W, C); `generator` None means no shuffle. The permutation is drawn on the generator's
-    device (CPU generators for any model device), so a seed gives the same output on every device.
+
+def shuffle_tokens(style: Tensor, generator: Generators) -> Tensor:
+    """The style shuffle: a random permutation of the H*W positions.
+
+    style: (B, H, W, C). `generator` None means no shuffle; one generator draws one permutation shared over
+    the batch (as published); a list of B generators draws one permutation per sample, so a batch equals B
+    single calls with those generators. Permutations are drawn on the generator's device (CPU generators for
+    any model device), so a seed gives the same output on every device.
     """
     if generator is None:
         return style
     batch, H, W, C = style.shape
-    perm = torch.randperm(H * W, generator=generator, device=generator.device).to(style.device)
-    return style.reshape(batch, H * W, C)[:, perm].reshape(batch, H, W, C)
+    if isinstance(generator, torch.Generator):
+        perm = torch.randperm(H * W, generator=generator, device=generator.device).to(style.device)
+        return style.reshape(batch, H * W, C)[:, perm].reshape(batch, H, W, C)
+    if len(generator) != batch:
+        raise ValueError(f"{len(generator)} shuffle generators for a batch of {batch}")
+    perms = torch.stack([torch.randperm(H * W, generator=g, device=g.device) for g in generator])  # (B, L)
+    index = perms.to(style.device)[:, :, None].expand(-1, -1, C)
+    return torch.gather(style.reshape(batch, H * W, C), 1, index).reshape(batch, H, W, C)
 
 
 class Decoder(nn.Module):
@@ -98,8 +109,9 @@ class Decoder(nn.Module):
             STVSSBlock(d_model, d_state, d_inner, dt_rank, drop_path) for _ in range(depth))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, content: Tensor, style: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """content, style: encoded tokens (B, H, W, C); a fresh shuffle per block when `generator` is set."""
+    def forward(self, content: Tensor, style: Tensor, generator: Generators = None) -> Tensor:
+        """content, style: encoded tokens (B, H, W, C); a fresh shuffle per block when `generator` is set
+        (one generator, or one per sample: see `shuffle_tokens`)."""
         for block in self.layers:
             content = block(content, shuffle_tokens(style, generator)) + content
         return self.norm(content)
@@ -115,7 +127,3 @@ class MambaCore(nn.Module):
         self.encoder_s = Encoder(cfg.style_layers, *dims)
         self.decoder = Decoder(cfg.decoder_layers, *dims, drop_path=cfg.drop_path)
         self.new_ps = Unused(cfg.d_model, cfg.d_model, 1, 1, bias=cfg.d_model)  # unused positional embedding
-
-    def forward(self, content: Tensor, style: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Token grids (B, H, W, C) -> stylized tokens (B, H, W, C)."""
-        return self.decoder(self.encoder_c(content), self.encoder_s(style), generator)

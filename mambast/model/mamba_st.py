@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..config import MambaSTConfig
 from ..errors import UserError
-from .blocks import MambaCore
+from .blocks import Generators, MambaCore
 from .cnn_decoder import CNNDecoder
 from .patch_embed import PatchEmbed
 
@@ -49,13 +49,34 @@ class MambaST(nn.Module):
         padded content size so both give the same token grid. The output is the CNN decoder's raw, unclamped result.
         The style shuffle (on by default, as published) draws from `generator`, else from a generator
         seeded with `seed`, else from torch's global RNG; `shuffle=False` turns it off.
+        Equal to decode(fuse(encode_content(padded content), encode_style(resized style))), cropped.
         """
         h, w = content.shape[-2:]
         content = pad_to_patches(content, self.config.patch_size)
         style = match_size(style, content)
         gen = shuffle_generator(generator, seed) if shuffle else None
-        tokens = self.mamba(self.patch_embed(content), self.patch_embed(style), gen)  # (B, H, W, C)
-        return self.cnn_decoder(tokens.permute(0, 3, 1, 2))[..., :h, :w]
+        fused = self.fuse(self.encode_content(content), self.encode_style(style), gen)
+        return self.decode(fused)[..., :h, :w]
+
+    def encode_content(self, content: Tensor) -> Tensor:
+        """Content encoder: padded content (B, 3, H*p, W*p) in [0, 1] -> content tokens (B, H, W, C)."""
+        return self.mamba.encoder_c(self.patch_embed(content))
+
+    def encode_style(self, style: Tensor) -> Tensor:
+        """Style encoder: style (B, 3, H*p, W*p) in [0, 1], already on the content's grid -> (B, H, W, C)."""
+        return self.mamba.encoder_s(self.patch_embed(style))
+
+    def fuse(self, content_tokens: Tensor, style_tokens: Tensor, generator: Generators = None) -> Tensor:
+        """The Mamba-ST decoder (ST-VSS blocks, style shuffled per block when `generator` is given: one
+        generator for the batch or one per sample): content tokens (B, H, W, C), style tokens (B or 1, H, W, C)
+        -> fused tokens (B, H, W, C)."""
+        if style_tokens.shape[0] != content_tokens.shape[0]:
+            style_tokens = style_tokens.expand(content_tokens.shape[0], -1, -1, -1)
+        return self.mamba.decoder(content_tokens, style_tokens, generator)
+
+    def decode(self, fused_tokens: Tensor) -> Tensor:
+        """CNN decoder: fused tokens (B, H, W, C) -> raw image (B, 3, H*p, W*p), not clamped."""
+        return self.cnn_decoder(fused_tokens.permute(0, 3, 1, 2))
 
 
 def shuffle_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:

@@ -1,0 +1,77 @@
+"""The creative controls, as one small dataclass carried by every front-end into the engine.
+
+All of them act where Mamba-ST fuses content and style, in the fused token space (after the ST-VSS decoder,
+before the CNN decoder), so each output is decoded once:
+
+    fused_i  = fuse(content_tokens, style_tokens_i)                  one per style, same shuffle seed
+    stylized = sum_i w_i(x) fused_i                                  w: style weights, or the mask's regions
+    fused    = alpha * stylized + (1 - alpha) * fuse(content_tokens, style_encoder(content))   (identity)
+    output   = decode(fused)                     then colour preservation, if asked, in pixel space
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import UserError
+
+COLOR_METHODS = ("luminance", "match")
+
+
+@dataclass(frozen=True)
+class Controls:
+    """How to stylize (every field has the paper's behaviour as its default).
+
+    alpha: content/style trade-off in [0, 1]; 1 = the stylized output, 0 = the identity output model(c, c).
+    style_weights: one weight per style to mix several styles into one output (normalised to sum 1);
+        None with one style = that style; None with a mask = the mask's regions.
+    preserve_color: None, "luminance" (keep the output's luminance, take the content's chroma, in YCbCr) or
+        "match" (recolour the style to the content's colour mean/covariance before stylizing).
+    style_size: None = style resized to the content's padded size (the paper's policy); N = its short side
+        resized to N px, aspect and texture scale kept, mirror-tiled/cropped to the grid.
+    mask: None, or an image (PIL or path) at any size, resized to the content (nearest): one region per style
+        (two styles: dark/light; more: one colour per style in order of luminance), soft seam one token wide.
+    shuffle / seed: the published style shuffle and its seed (None: drawn from torch's global RNG).
+    """
+
+    alpha: float = 1.0
+    style_weights: tuple[float, ...] | None = None
+    preserve_color: str | None = None
+    style_size: int | None = None
+    mask: Image.Image | str | Path | None = field(default=None, compare=False)
+    shuffle: bool = True
+    seed: int | None = None
+
+    def __post_init__(self):
+        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and 0 <= self.alpha <= 1):
+            raise UserError(f"alpha must be a number in [0, 1], got {self.alpha!r}")
+        if self.style_weights is not None:
+            weights = tuple(float(w) for w in self.style_weights)
+            if not weights or any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+                raise UserError(f"style_weights must be non-negative numbers with a positive sum, got {weights}")
+            object.__setattr__(self, "style_weights", weights)
+        if self.preserve_color not in (None, *COLOR_METHODS):
+            raise UserError(f"preserve_color must be None or one of {', '.join(COLOR_METHODS)}, "
+                            f"got {self.preserve_color!r}")
+        if self.mask is not None and self.style_weights is not None:
+            raise UserError("give either style_weights (a mix) or a mask (regions), not both")
+        if self.style_size is not None and (not isinstance(self.style_size, int) or self.style_size < 8):
+            raise UserError(f"style_size must be an integer >= 8 px, got {self.style_size!r}")
+
+    def normalised_weights(self, n_styles: int) -> list[float]:
+        """The mixing weights for `n_styles` styles, summing to 1 (UserError on a count mismatch)."""
+        if self.mask is not None:
+            raise ValueError("a mask gives per-region weights, not global ones")
+        if self.style_weights is None:
+            if n_styles != 1:
+                raise UserError(f"{n_styles} styles given for one output: give style_weights (one per style) "
+                                "or a mask")
+            return [1.0]
+        if len(self.style_weights) != n_styles:
+            raise UserError(f"{len(self.style_weights)} style_weights for {n_styles} styles")
+        total = sum(self.style_weights)
+        return [w / total for w in self.style_weights]

@@ -1,0 +1,186 @@
+"""The one inference path: `Stylizer` holds the model, its device and dtype, the size policy and a cache of
+style encodings; every front-end (`mambast.stylize`, `mambast stylize`, eval, video, the web UI, dataset runs)
+calls it. Content and style are each encoded once; controls act in the fused token space (see controls.py).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..images import load_image, to_pil, to_tensor
+from ..model import MambaST
+from ..model.mamba_st import pad_to_patches
+from .colour import keep_content_chroma, match_colour
+from .controls import Controls
+from .masks import mask_labels, region_weights
+from .size import DEFAULT_MAX_PIXELS, check_pixels, content_size, fit_style, padded_size, resize_content
+
+ImageLike = Image.Image | str | Path
+
+
+def _open(image: ImageLike) -> Image.Image:
+    return image.convert("RGB") if isinstance(image, Image.Image) else load_image(image)
+
+
+def _name(image: ImageLike, default: str) -> str:
+    return str(image) if isinstance(image, (str, Path)) else default
+
+
+@dataclass
+class EncodedContent:
+    """A content batch encoded once: image (B, 3, h, w), padded (B, 3, H, W), tokens (B, H/p, W/p, C)."""
+
+    image: Tensor
+    padded: Tensor
+    tokens: Tensor
+
+
+def draw_seed() -> int:
+    """A shuffle seed drawn from torch's global RNG (as `MambaST.forward` does when given none)."""
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+class Stylizer:
+    """Stylize images with one model, one size policy and cached style encodings.
+
+    model: a MambaST (eval mode is set); size: short side of the content in px (0/None: kept); max_pixels:
+    refuse a planned content size above this many pixels (None: no limit); style_cache: how many style
+    encodings to keep (keyed by the style's path, or by the PIL object itself while it is alive).
+    """
+
+    def __init__(self, model: MambaST, size: int | None = 512, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 style_cache: int = 16):
+        self.model = model.eval()
+        self.size, self.max_pixels = size, max_pixels
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.patch = model.config.patch_size
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = style_cache
+
+    # ----- preparing inputs (PIL, size policy) --------------------------------------------------------------
+    def prepare_content(self, content: ImageLike) -> Image.Image:
+        """The content at its working size (short side `size`), its planned size checked."""
+        img = _open(content)
+        w, h = img.size
+        new_w, new_h = content_size(w, h, self.size)
+        check_pixels(new_w, new_h, self.max_pixels, _name(content, "content"))
+        padded_size(new_h, new_w, self.patch)  # one line when smaller than a patch
+        return resize_content(img, self.size)
+
+    def grid(self, width: int, height: int) -> tuple[int, int]:
+        """Padded (H, W) in px of a content of width x height px."""
+        return padded_size(height, width, self.patch)
+
+    def prepare_style(self, style: ImageLike, padded_hw: tuple[int, int], controls: Controls,
+                      content: Tensor | None = None) -> Tensor:
+        """The style as a (1, 3, H, W) tensor on the padded grid (colour-matched to `content` for "match")."""
+        img = fit_style(_open(style), padded_hw[1], padded_hw[0], controls.style_size)
+        x = to_tensor(img)
+        if controls.preserve_color == "match":
+            if content is None:
+                raise ValueError("colour matching needs the content")
+            x = match_colour(x, content.float().cpu())
+        return x[None].to(self.device, self.dtype)
+
+    # ----- encodings --------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def style_tokens(self, style: ImageLike, padded_hw: tuple[int, int], controls: Controls | None = None,
+                     content: Tensor | None = None) -> Tensor:
+        """Encoded style (1, H/p, W/p, C), cached per (style, grid, style_size) unless colour-matched."""
+        controls = controls or Controls()
+        if controls.preserve_color == "match":
+            return self.model.encode_style(self.prepare_style(style, padded_hw, controls, content))
+        key = (str(Path(style).resolve()) if isinstance(style, (str, Path)) else id(style), padded_hw,
+               controls.style_size)
+        hit = self._cache.get(key)
+        if hit is not None and (not isinstance(style, Image.Image) or hit[0] is style):
+            self._cache.move_to_end(key)
+            return hit[1]
+        tokens = self.model.encode_style(self.prepare_style(style, padded_hw, controls))
+        self._cache[key] = (style, tokens)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return tokens
+
+    def _generators(self, seeds: list[int] | None):
+        if seeds is None:
+            return None
+        if len(set(seeds)) == 1:  # one permutation for the whole batch
+            return torch.Generator().manual_seed(seeds[0])
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    # ----- the core: tensors in, tensors out ----------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_content(self, content: Tensor) -> EncodedContent:
+        """Content (B, 3, h, w) in [0, 1] -> its encoding, reusable for any number of styles."""
+        content = content.to(self.device, self.dtype)
+        padded = pad_to_patches(content, self.patch)
+        return EncodedContent(content, padded, self.model.encode_content(padded))
+
+    @torch.inference_mode()
+    def render(self, content: EncodedContent, styles: Sequence[Tensor], controls: Controls | None = None,
+               seeds: Sequence[int] | None = None, mask: ImageLike | None = None) -> Tensor:
+        """Fuse an encoded content with encoded styles (B or 1, H/p, W/p, C each, on its padded grid; one per
+        style) under `controls`, decode once -> raw output (B, 3, h, w), not clamped.
+
+        seeds: one shuffle seed per sample (default: controls.seed for all, else drawn), so a batch gives the
+        same images as B single calls with those seeds. mask: overrides controls.mask (regions at (h, w)).
+        """
+        controls = controls or Controls()
+        model, (h, w) = self.model, content.image.shape[-2:]
+        batch = content.image.shape[0]
+        if not controls.shuffle:
+            seeds = None
+        elif seeds is None:
+            seeds = [controls.seed if controls.seed is not None else draw_seed()] * batch
+        fused = None
+        if controls.alpha > 0:
+            weights = self._weights(controls, len(styles), mask, (h, w), content.padded.shape[-2:])
+            for style_tokens, weight in zip(styles, weights, strict=True):
+                if isinstance(weight, float) and weight == 0.0:
+                    continue
+                part = model.fuse(content.tokens, style_tokens, self._generators(seeds))
+                part = part if isinstance(weight, float) and weight == 1.0 else part * weight
+                fused = part if fused is None else fused + part
+        if controls.alpha < 1:
+            identity = model.fuse(content.tokens, model.encode_style(content.padded), self._generators(seeds))
+            fused = identity if fused is None else controls.alpha * fused + (1 - controls.alpha) * identity
+        out = model.decode(fused)[..., :h, :w]
+        if controls.preserve_color == "luminance":
+            out = keep_content_chroma(out, content.image)
+        return out
+
+    def stylize_tensor(self, content: Tensor, styles: Sequence[Tensor], controls: Controls | None = None,
+                       seeds: Sequence[int] | None = None, mask: ImageLike | None = None) -> Tensor:
+        """`render(encode_content(content), styles, ...)`: content (B, 3, h, w) -> raw (B, 3, h, w)."""
+        return self.render(self.encode_content(content), styles, controls, seeds, mask)
+
+    def _weights(self, controls: Controls, n_styles: int, mask, hw, padded_hw) -> list[float | Tensor]:
+        if controls.mask is None and mask is None:
+            return controls.normalised_weights(n_styles)
+        mask_img = _open(mask if mask is not None else controls.mask)
+        labels = mask_labels(mask_img.resize((hw[1], hw[0]), Image.NEAREST), n_styles)
+        maps = region_weights(labels, n_styles, tuple(padded_hw), self.patch).to(self.device, self.dtype)
+        return [m[None, :, :, None] for m in maps]  # (1, H, W, 1) each, broadcast over batch and channels
+
+    # ----- PIL in, PIL out ----------------------------------------------------------------------------------
+    def stylize(self, content: ImageLike, style: ImageLike | Sequence[ImageLike], controls: Controls | None = None,
+                seed: int | None = None) -> Image.Image:
+        """One content with one style (or several: mixed by controls.style_weights, or by controls.mask) ->
+        an RGB PIL image of the content's working size."""
+        controls = controls or Controls()
+        styles = [style] if isinstance(style, (Image.Image, str, Path)) else list(style)
+        content_img = self.prepare_content(content)
+        c = to_tensor(content_img)[None]
+        padded_hw = self.grid(*content_img.size)
+        tokens = [self.style_tokens(s, padded_hw, controls, c[0]) for s in styles]
+        seeds = None if seed is None else [seed]
+        return to_pil(self.stylize_tensor(c, tokens, controls, seeds)[0])
