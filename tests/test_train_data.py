@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from mambast.errors import UserError
+from mambast.fs import WriteError
 from mambast.train.checkpoint import (
     is_run_dir,
     list_checkpoints,
@@ -154,12 +156,12 @@ def test_checkpoints_atomic_and_pruned(tmp_path, monkeypatch):
     loaded = load_checkpoint(tmp_path / "checkpoints" / "step_00000004.pt")
     assert loaded["step"] == 4 and torch.equal(loaded["model"]["w"], torch.arange(3.0))
 
-    def crash(obj, f):  # a crash half-way through writing
+    def crash(obj, f):  # a full disk half-way through writing
         f.write(b"partial")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match=r"step_00000005\.pt: cannot write \(no space left on the device\)$"):
         save_checkpoint(tmp_path, {**state, "step": 5}, keep_last=2)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4]
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]

@@ -9,11 +9,12 @@ import torch
 from ..errors import UserError
 from .native import load_native, read_native, save_native
 from .official import is_official_dir, load_official, save_official
+from .run import is_run_dir, load_run_model
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "default.safetensors"
 
 __all__ = ["load", "load_native", "save_native", "read_native", "load_official", "save_official",
-           "DEFAULT_WEIGHTS"]
+           "load_run_model", "DEFAULT_WEIGHTS"]
 
 
 def load(path: str | Path | None = None, device: str | torch.device = "cpu",
@@ -48,11 +49,7 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu",
 def _load_dir(path: Path, device):
     if is_official_dir(path):
         return load_official(path, device=device)
-    try:
-        from ..train.checkpoint import is_run_dir, load_run_model
-    except ImportError:
-        is_run_dir = None
-    if is_run_dir is not None and is_run_dir(path):
+    if is_run_dir(path):
         return load_run_model(path, device=device)
     raise UserError(f"{path}: neither a published-weights folder (mamba_iter_N.pth, decoder_iter_N.pth, "
                     "embedding_iter_N.pth) nor a training run folder")

@@ -11,14 +11,17 @@ the architecture is read off the tensor shapes, so non-paper configurations load
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
 from ..config import MambaSTConfig
 from ..errors import UserError
+from ..fs import WriteError, atomic_write, describe_os_error, ensure_dir
 from ..model import MambaST
-from .state_dict import load_state_dict_strict, torch_load_tensors
+from .state_dict import load_state_dict_strict, strip_wrapper_prefixes, torch_load_tensors, unwrap_model
 
 PARTS = {"mamba": "mamba", "decoder": "cnn_decoder", "embedding": "patch_embed"}  # file tag -> submodule
 
@@ -53,8 +56,9 @@ def _count_layers(state: dict, prefix: str) -> int:
     return max(idx) + 1 if idx else 0
 
 
-def infer_config(states: dict[str, dict[str, torch.Tensor]]) -> MambaSTConfig:
-    """Read the architecture off the tensor shapes of the three state dicts."""
+def infer_config(states: dict[str, dict[str, torch.Tensor]], source: str = "checkpoint") -> MambaSTConfig:
+    """Read the architecture off the tensor shapes of the three state dicts ({tag: state}); errors name
+    `source` (the folder) and the tensor that is missing or odd."""
     try:
         d_model, _, patch, _ = states["embedding"]["proj.weight"].shape
         mamba = states["mamba"]
@@ -65,8 +69,10 @@ def infer_config(states: dict[str, dict[str, torch.Tensor]]) -> MambaSTConfig:
         outs = [t.shape[0] for k, t in states["decoder"].items() if k.endswith(".weight")]
         stages = patch.bit_length() - 1
         channels = [outs[0]] + [outs[4 + 2 * (i - 1)] for i in range(1, stages)]
-    except (KeyError, IndexError, ValueError) as e:
-        raise UserError(f"checkpoint layout not recognised (missing or odd tensor: {e})") from None
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
+        firsts = {tag: next(iter(sd), "(none)") for tag, sd in states.items()}
+        raise UserError(f"{source}: published layout not recognised (missing or odd tensor: {e}; first keys: "
+                        f"{', '.join(f'{t} {k}' for t, k in firsts.items())})") from None
     dt_rank = None if dt_rank == -(-d_model // 16) else dt_rank  # None = the default rule
     return MambaSTConfig(d_model=d_model, d_state=d_state, expand=d_inner // d_model, dt_rank=dt_rank,
                          patch_size=patch, content_layers=_count_layers(mamba, "encoder_c"),
@@ -80,9 +86,11 @@ def load_official(directory: str | Path, iteration: int | None = None, device: s
     files = official_files(directory, iteration)
     states = {tag: torch_load_tensors(path) for tag, path in files.items()}
     for tag, sd in states.items():
-        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in sd.items()):
             raise UserError(f"{files[tag]}: expected a state dict of tensors")
-    config = config or infer_config(states)
+        states[tag] = strip_wrapper_prefixes(sd, str(files[tag]))
+    config = config or infer_config(states, str(directory))
     with torch.device("meta"):
         model = MambaST(config)
     for tag, sub in PARTS.items():
@@ -91,12 +99,34 @@ def load_official(directory: str | Path, iteration: int | None = None, device: s
 
 
 def save_official(model: MambaST, out_dir: str | Path, iteration: int = 160000) -> dict[str, Path]:
-    """Write the model in the published layout (same key order, float tensors as held); returns the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the model in the published layout (same key order, float tensors as held); returns the paths.
+
+    A torch.compile / DDP wrapper is unwrapped first. `out_dir` is created (with its parents); each file is
+    written atomically, and a failure (a file in the way, permissions, full disk) is one `WriteError` line
+    naming the path, leaving no temp file behind.
+    """
+    model = unwrap_model(model)
+    out_dir = ensure_dir(out_dir)
     paths = {}
     for tag, sub in PARTS.items():
         state = {k: v.detach().cpu().clone().contiguous() for k, v in getattr(model, sub).state_dict().items()}
         paths[tag] = out_dir / f"{tag}_iter_{iteration}.pth"
-        torch.save(state, paths[tag])
+        _save_published(state, paths[tag])
     return paths
+
+
+def _save_published(state: dict[str, torch.Tensor], path: Path) -> None:
+    """torch.save `state` to `path` byte-for-byte as the published files are (torch names the archive inside
+    after the file, so it is saved under its final name in a hidden temp folder first), then published with
+    `mambast.fs.atomic_write`."""
+    try:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
+            staged = Path(tmp) / path.name
+            torch.save(state, staged)
+            with open(staged, "rb") as src:
+                atomic_write(path, lambda f: shutil.copyfileobj(src, f, 1 << 20))
+    except OSError as e:
+        raise WriteError(f"{path}: cannot write ({describe_os_error(e)})") from None
+    except RuntimeError as e:  # torch.save reports a full disk as RuntimeError("[enforce fail ...")
+        raise WriteError(f"{path}: cannot write ({str(e).splitlines()[0][:120] if str(e) else 'RuntimeError'})") \
+            from None

@@ -1,4 +1,9 @@
-"""Strict state-dict loading with one clear error, and safe torch-file reading."""
+"""Strict state-dict loading with one clear error, safe torch-file reading, and the wrappers PyTorch tools add.
+
+`torch.compile` keeps the original model as `_orig_mod` and DistributedDataParallel / DataParallel as
+`module`, so their state dicts prefix every key with `_orig_mod.` / `module.`. Saving unwraps the model
+(:func:`unwrap_model`); loading removes a prefix that every key carries (:func:`strip_wrapper_prefixes`).
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,75 @@ from torch import nn
 
 from ..errors import UserError
 
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type name when the message is empty)."""
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(e).__name__)[:limit]
+
+
+def require_file(path: str | Path, what: str = "checkpoint") -> Path:
+    """`path` as a Path when it is a non-empty regular file; otherwise one UserError line naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such {what} file")
+    if not path.is_file():
+        raise UserError(f"{path}: not a file (a {what} file was expected)")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file (0 bytes; an interrupted copy or download?)")
+    return path
+
 
 def torch_load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """torch.load with weights_only=True: a file that holds other pickled objects (which could run code
-    when loaded) is refused with a clear message, never unpickled."""
+    when loaded) is refused with a clear message, never unpickled. Empty, truncated or corrupt files are one
+    UserError line too, whatever the reader raised."""
+    path = require_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
         raise UserError(f"{path}: refused: it holds pickled Python objects, not only tensors, and loading it "
-                        f"could run code ({first[:160]})") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"{path}: cannot read this checkpoint ({str(e).splitlines()[0][:200]})") from None
+                        f"could run code ({first_line(e, 160)})") from None
+    except MemoryError:
+        raise UserError(f"{path}: cannot read this checkpoint (it asks for more memory than there is)") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt file can make the zip/pickle readers raise anything
+        raise UserError(f"{path}: cannot read this checkpoint ({first_line(e)})") from None
     return obj
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside torch.compile (`_orig_mod`) and DataParallel / DistributedDataParallel (`module`)
+    wrappers, however nested."""
+    while True:
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Remove the `module.` / `_orig_mod.` prefixes (in any nesting) when every key carries them.
+
+    When only some keys do, the file mixes wrapped and unwrapped names: one UserError naming `source` and the
+    first offending keys.
+    """
+    while state:
+        for prefix in WRAPPER_PREFIXES:
+            marked = [k for k in state if k.startswith(prefix)]
+            if marked and len(marked) == len(state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                break
+            if marked:
+                raise UserError(f"{source}: {len(marked)} of {len(state)} keys carry the wrapper prefix "
+                                f"{prefix!r} (first: {', '.join(marked[:3])}) and the others do not: save the "
+                                "unwrapped model's state_dict")
+        else:
+            return state
+    return state
 
 
 def _listing(name: str, items: list[str], limit: int = 8) -> str:
@@ -32,8 +93,10 @@ def _listing(name: str, items: list[str], limit: int = 8) -> str:
 
 def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str,
                            assign: bool = False) -> None:
-    """Load `state` into `module` requiring every key consumed and every shape equal; otherwise raise one
-    UserError listing missing, unexpected and mis-shaped keys."""
+    """Load `state` into `module` (wrapper prefixes removed, see :func:`strip_wrapper_prefixes`) requiring every
+    key consumed and every shape equal; otherwise raise one UserError naming `source` and listing the missing,
+    unexpected and mis-shaped keys."""
+    state = strip_wrapper_prefixes(state, source)
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..fs import atomic_write, ensure_dir
 
 __all__ = [
     "LAYOUTS",
@@ -253,6 +254,8 @@ def _short(items: list[str], n: int = 6) -> str:
 def _read_file(path: Path) -> object:
     if not path.is_file():
         raise VGGWeightsError(f"VGG weights file not found: {path}; {WHERE_TO_GET}")
+    if path.stat().st_size == 0:
+        raise VGGWeightsError(f"{path}: empty file (0 bytes), not VGG weights; {WHERE_TO_GET}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling failure becomes one clear line
@@ -316,8 +319,7 @@ def save_vgg(path: str | Path, state_dict: Mapping[str, Tensor], layout: str, in
         raise VGGWeightsError(f"unknown VGG input {input_norm!r}; choose one of {', '.join(INPUTS)}")
     prefix = _build_layout(layout).prefix
     selected = {prefix + k: v.contiguous() for k, v in _select_weights(state_dict, layout).items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"layout": layout, "input": input_norm, "state_dict": selected}, tmp)
-    tmp.replace(path)
+    doc = {"layout": layout, "input": input_norm, "state_dict": selected}
+    path = Path(path).expanduser()
+    ensure_dir(path.parent)
+    atomic_write(path, lambda f: torch.save(doc, f))  # WriteError naming the path on a full disk

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
+from ..fs import ensure_dir
 
 try:
     import fcntl
@@ -31,7 +32,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
         return
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(run_dir)  # one line when it cannot be created (a file in the way, permissions)
     fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

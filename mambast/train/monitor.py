@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..fs import WriteError, atomic_write, atomic_write_text, describe_os_error, ensure_dir
 from ..images import to_pil
 
 __all__ = ["MetricsLog", "sample_grid", "save_sample_grid", "read_metrics"]
@@ -20,29 +21,39 @@ GRID_COLUMNS = ("content", "style", "Ics", "Icc", "Iss")
 class MetricsLog:
     """Appends one JSON object per logged step to RUN_DIR/metrics.jsonl (and TensorBoard scalars).
 
-    On resume the file is cut back to the resumed step, so it never holds the same step twice.
+    On resume the file is cut back to the resumed step (rewritten atomically), so it never holds the same step
+    twice. A line that cannot be written (full disk) raises `mambast.fs.WriteError` naming the file.
     """
 
     def __init__(self, run_dir: str | Path, resume_step: int = 0, tensorboard: bool = True):
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = ensure_dir(run_dir) / "metrics.jsonl"
         if resume_step and self.path.exists():
             keep = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in keep))
+            atomic_write_text(self.path, "".join(line + "\n" for line in keep))
         elif not resume_step:
-            self.path.write_text("")
-        self._file = open(self.path, "a")
+            atomic_write_text(self.path, "")
+        try:
+            self._file = open(self.path, "a")
+        except OSError as e:
+            raise WriteError(f"{self.path}: cannot write ({describe_os_error(e)})") from None
         self.tb = _tensorboard(Path(run_dir) / "tb") if tensorboard else None
 
     def write(self, step: int, values: dict[str, float]) -> None:
         record = {"step": step, **{k: _finite(v) for k, v in values.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:  # appended, not atomic: a torn last line is dropped on resume (_step_of)
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise WriteError(f"{self.path}: cannot write ({describe_os_error(e)})") from None
         if self.tb is not None:
             for key, value in values.items():
                 self.tb.add_scalar(f"train/{key}", value, step)
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # the buffered tail could not be written (full disk): write() already said so
+            pass
         if self.tb is not None:
             self.tb.close()
 
@@ -83,9 +94,7 @@ def sample_grid(images: dict[str, Tensor], rows: int = 4) -> Image.Image:
 
 
 def save_sample_grid(run_dir: str | Path, step: int, images: dict[str, Tensor]) -> Path:
-    path = Path(run_dir) / "samples" / f"step_{step:08d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sample_grid(images).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    """Write RUN_DIR/samples/step_NNNNNNNN.png atomically (WriteError naming the path when it cannot)."""
+    path = ensure_dir(Path(run_dir) / "samples") / f"step_{step:08d}.png"
+    grid = sample_grid(images)
+    return atomic_write(path, lambda f: grid.save(f, format="PNG"))
