@@ -111,7 +111,7 @@ def test_odd_size_equals_padded_crop(tiny):
 
 
 def test_smaller_than_patch_is_a_clear_error(tiny):
-    with pytest.raises(UserError, match="smaller than one 8x8 patch"):
+    with pytest.raises(UserError, match="smaller than one 8 x 8 patch"):
         tiny(torch.rand(1, 3, 7, 30), torch.rand(1, 3, 8, 8))
 
 

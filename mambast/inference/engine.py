@@ -20,7 +20,7 @@ from ..model.mamba_st import pad_to_patches
 from .colour import keep_content_chroma, match_colour
 from .controls import Controls
 from .masks import mask_labels, region_weights
-from .size import DEFAULT_MAX_PIXELS, check_pixels, content_size, fit_style, padded_size, resize_content
+from .size import DEFAULT_MAX_PIXELS, fit_style, load_resized, padded_size, resize_short_side
 
 ImageLike = Image.Image | str | Path
 
@@ -67,13 +67,17 @@ class Stylizer:
 
     # ----- preparing inputs (PIL, size policy) --------------------------------------------------------------
     def prepare_content(self, content: ImageLike) -> Image.Image:
-        """The content at its working size (short side `size`), its planned size checked."""
-        img = _open(content)
-        w, h = img.size
-        new_w, new_h = content_size(w, h, self.size)
-        check_pixels(new_w, new_h, self.max_pixels, _name(content, "content"))
-        padded_size(new_h, new_w, self.patch)  # one line when smaller than a patch
-        return resize_content(img, self.size)
+        """The content at its working size (short side `size`), its planned size checked first (pixel limit,
+        at least one patch; one-line ImageError naming the file); JPEG files decoded at reduced scale when
+        that is enough (draft mode)."""
+        if isinstance(content, Image.Image):
+            name = "content image"
+            img = resize_short_side(content.convert("RGB"), self.size, self.max_pixels, name)
+        else:
+            name = str(content)
+            img = load_resized(content, self.size, self.max_pixels, patch=self.patch)
+        padded_size(img.size[1], img.size[0], self.patch, name)
+        return img
 
     def grid(self, width: int, height: int) -> tuple[int, int]:
         """Padded (H, W) in px of a content of width x height px."""

@@ -89,10 +89,11 @@ def shuffle_generator(generator: torch.Generator | None, seed: int | None) -> to
     return torch.Generator().manual_seed(seed)
 
 
-def padded_size(h: int, w: int, patch: int) -> tuple[int, int]:
-    """(h, w) rounded up to multiples of `patch`, at least two patches each; error below one patch."""
+def padded_size(h: int, w: int, patch: int, name: str = "image") -> tuple[int, int]:
+    """(h, w) rounded up to multiples of `patch`, at least two patches each; error (naming `name`) below one
+    patch."""
     if h < patch or w < patch:
-        raise UserError(f"image of {w}x{h} px is smaller than one {patch}x{patch} patch")
+        raise UserError(f"{name}: {w} x {h} px is smaller than one {patch} x {patch} patch")
     return max(-(-h // patch), 2) * patch, max(-(-w // patch), 2) * patch
 
 
