@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_model import lively_
 
-from mambast import MambaST, MambaSTConfig
+from mambast import MambaST, MambaSTConfig, UserError
 from mambast.images import to_pil, to_tensor
-from mambast.inference import Controls, Stylizer, stylize
+from mambast.inference import Controls, Stylizer
 from mambast.inference.colour import keep_content_chroma, match_colour, rgb_to_ycbcr, ycbcr_to_rgb
 from mambast.inference.masks import mask_labels, region_weights
 from mambast.inference.size import fit_style
-
-from test_model import lively_
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +78,7 @@ def test_style_mix_weight_one_is_that_style_and_mix_lies_between(tiny):
     mid = engine.stylize_tensor(content, tokens, Controls(style_weights=(3, 3), seed=2))
     assert (mid - ref1).abs().mean() < (ref2 - ref1).abs().mean()
     assert (mid - ref2).abs().mean() < (ref2 - ref1).abs().mean()
-    with pytest.raises(Exception, match="style_weights"):
+    with pytest.raises(UserError, match="style_weights"):
         engine.stylize_tensor(content, tokens, Controls(seed=2))
 
 
@@ -126,7 +125,7 @@ def test_mask_labels_binary_and_colours():
     rgb[0, 1] = (255, 0, 0)
     rgb[1, 0] = (255, 255, 255)
     assert mask_labels(Image.fromarray(rgb), 3).tolist() == [[0, 1], [2, 0]]
-    with pytest.raises(Exception, match="3 colours for 4 styles"):
+    with pytest.raises(UserError, match="3 colours for 4 styles"):
         mask_labels(Image.fromarray(rgb), 4)
 
 
@@ -181,5 +180,5 @@ def test_pil_api_matches_and_caches_styles(tiny):
 def test_controls_validate():
     for bad in ({"alpha": 1.5}, {"alpha": float("nan")}, {"style_weights": (0, 0)}, {"style_weights": (-1, 2)},
                 {"preserve_color": "hue"}, {"style_size": 3}):
-        with pytest.raises(Exception):
+        with pytest.raises(UserError):
             Controls(**bad)
