@@ -1,0 +1,39 @@
+"""The creative-control flags shared by `stylize`, `video` and `stylize-dataset`, mapped onto
+`mambast.inference.Controls` in one place."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..inference import Controls
+from ..inference.controls import COLOR_METHODS
+
+
+def add_control_arguments(p: argparse.ArgumentParser, mixing: bool = True) -> None:
+    """--alpha, --preserve-color, --style-size, --seed, --no-shuffle (and --style-weights, --mask)."""
+    g = p.add_argument_group("controls")
+    g.add_argument("--alpha", type=float, default=1.0, metavar="A",
+                   help="content/style trade-off in [0, 1] (1: full style, the default; 0: the content's "
+                        "identity reconstruction)")
+    g.add_argument("--preserve-color", nargs="?", const="luminance", default=None, choices=COLOR_METHODS,
+                   help="keep the content's colours: 'luminance' (default when given: stylized luminance, the "
+                        "content's chroma) or 'match' (recolour the style to the content's colours first)")
+    g.add_argument("--style-size", type=int, default=None, metavar="N",
+                   help="keep the style's aspect and texture scale: resize its short side to N px and tile it "
+                        "(default: stretch the style to the content's size, as the paper does)")
+    if mixing:
+        g.add_argument("--style-weights", type=float, nargs="+", default=None, metavar="W",
+                       help="mix the --style images into one output with these weights (one per style)")
+        g.add_argument("--mask", default=None, metavar="FILE",
+                       help="one style per region of this mask image (two styles: dark/light regions; more: "
+                            "one colour per style, in order of brightness)")
+    g.add_argument("--seed", type=int, default=None, help="seed of the style shuffle (same seed, same output)")
+    g.add_argument("--no-shuffle", action="store_true", help="turn the style shuffle off")
+
+
+def controls_from_args(args: argparse.Namespace) -> Controls:
+    """Controls from parsed flags (validated there: one-line UserError naming the field)."""
+    weights = getattr(args, "style_weights", None)
+    return Controls(alpha=args.alpha, style_weights=None if weights is None else tuple(weights),
+                    preserve_color=args.preserve_color, style_size=args.style_size,
+                    mask=getattr(args, "mask", None), shuffle=not args.no_shuffle, seed=args.seed)
