@@ -85,8 +85,8 @@ def list_images(path: str | Path, exclude: str | Path | Iterable[str | Path] | N
     Inside a folder: names starting with "." (hidden files and folders: macOS `._*` AppleDouble files,
     `.ipynb_checkpoints`, `.git`...) are skipped; links to folders are followed, each real folder entered
     once (no loops, no duplicates); `exclude` (a path or several: folders and/or files, e.g. the output
-    folder of the run when it lies inside the input folder) is left out, wherever links lead; unreadable
-    sub-folders are skipped. The paths returned are spelled below `path` (links not resolved), so
+    folder of the run when it lies inside the input folder) is left out, wherever links lead, except a
+    folder holding `path` itself (then name the files to leave out); unreadable sub-folders are skipped. The paths returned are spelled below `path` (links not resolved), so
     `relative_names(files, path)` gives each one a unique name. The order is `sorted` (as `Path`s).
 
     Raises UserError (one line) if `path` does not exist or a folder holds no images.
@@ -98,7 +98,9 @@ def list_images(path: str | Path, exclude: str | Path | Iterable[str | Path] | N
         raise UserError(f"{path}: no such file or folder")
     if not path.is_dir():
         raise UserError(f"{path}: neither a file nor a folder")
-    excluded, seen, files = _exclusions(exclude), set(), []
+    real_root = path.resolve()
+    excluded = {p for p in _exclusions(exclude) if p != real_root and p not in real_root.parents}
+    seen, files = set(), []
     stack = [path]
     while stack:
         folder = stack.pop()
