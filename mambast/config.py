@@ -41,6 +41,18 @@ class MambaSTConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "cnn_channels", tuple(int(c) for c in self.cnn_channels))
+        counts = {"d_model": self.d_model, "d_state": self.d_state, "expand": self.expand,
+                  "content_layers": self.content_layers, "style_layers": self.style_layers,
+                  "decoder_layers": self.decoder_layers}
+        for name, value in counts.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.dt_rank is not None and (not isinstance(self.dt_rank, int) or self.dt_rank < 1):
+            raise UserError(f"dt_rank must be an integer >= 1 (or None for ceil(d_model / 16)), got {self.dt_rank!r}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise UserError(f"drop_path must be in [0, 1), got {self.drop_path!r}")
+        if min(self.cnn_channels, default=1) < 1:
+            raise UserError(f"cnn_channels must be >= 1, got {list(self.cnn_channels)}")
         p = self.patch_size
         if p < 2 or p & (p - 1):
             raise UserError(f"patch_size must be a power of two >= 2, got {p}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import UserError
@@ -36,10 +37,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler below
+        return code
     except UserError as e:
         print(f"mambast: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mambast: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mambast ... | head`: the reader left; stop quietly, as other Unix tools do
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

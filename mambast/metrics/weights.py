@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +33,7 @@ class WeightFile:
     flag: str
     purpose: str
     sha256_prefix: str = ""  # publishers like torchvision put the first hex digits of the SHA-256 in the name
+    sha256: str = ""  # the full SHA-256 where the publisher gives one (checked by `fetch`)
 
 
 KNOWN: dict[str, WeightFile] = {
@@ -124,40 +122,31 @@ def fetch(
 ) -> tuple[Path, str]:
     """Download known weight `name` (network access needed) into the weights folder -> (path, sha256).
 
-    url: a mirror to use instead of the public home. The SHA-256 is recorded in manifest.json; a mismatch with
-    the publisher's hash prefix removes the download and raises UserError.
+    url: a mirror to use instead of the public home. The download is checked against the Content-Length
+    and the published SHA-256 (or its prefix) and kept only when whole (mambast.weights.download). A file
+    already in the folder is hashed and recorded without a URL (it did not come from one here).
     """
+    from mambast.fs import ensure_dir
+    from mambast.weights.download import download
+
     if name not in KNOWN:
         raise UserError(f"unknown weight file {name!r}; known: {', '.join(KNOWN)}")
     known = KNOWN[name]
-    out_dir = weights_dir(folder)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dest = out_dir / known.filename
     source = url or known.url
     if not source:
         raise UserError(
             f"{name} has no stable public download ({known.purpose}); pass {known.flag} PATH or --url"
         )
+    out_dir = ensure_dir(weights_dir(folder))  # one line when it names a file
+    dest = out_dir / known.filename
     if dest.is_file() and not force:
         sha = sha256_file(dest)
-        _record(out_dir, name, known.filename, source, sha)
+        try:  # keep the URL only if the manifest says this very file came from it
+            prior = json.loads((out_dir / MANIFEST).read_text()).get(name) or {}
+        except (OSError, ValueError, AttributeError):
+            prior = {}
+        _record(out_dir, name, known.filename, prior.get("url") if prior.get("sha256") == sha else None, sha)
         return dest, sha
-    with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".part-", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-        try:
-            with urllib.request.urlopen(source, timeout=60) as resp:  # noqa: S310 (user-requested download)
-                shutil.copyfileobj(resp, tmp)
-        except (OSError, ValueError) as exc:
-            tmp_path.unlink(missing_ok=True)
-            raise UserError(
-                f"download of {name} from {source} failed (network access needed): {exc}"
-            ) from None
-    sha = sha256_file(tmp_path)
-    if known.sha256_prefix and not sha.startswith(known.sha256_prefix):
-        tmp_path.unlink(missing_ok=True)
-        raise UserError(
-            f"{name}: SHA-256 {sha} does not start with the published {known.sha256_prefix}; removed"
-        )
-    tmp_path.replace(dest)
+    sha = download(source, dest, name, sha256=known.sha256, sha256_prefix=known.sha256_prefix)
     _record(out_dir, name, known.filename, source, sha)
     return dest, sha
