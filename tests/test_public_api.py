@@ -1,0 +1,78 @@
+"""Every public name of the package stays what the README says it is, whatever was imported before
+(issue: importing the submodule `mambast.stylize` once replaced the function `mambast.stylize`)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import mambast
+
+DOCUMENTED = ["MambaST", "MambaSTConfig", "PRESETS", "UserError", "load", "load_native", "load_official",
+              "save_native", "save_official", "selective_scan", "stylize", "Stylizer", "Controls",
+              "training_losses", "load_vgg", "__version__"]
+
+
+def _import_every_submodule() -> list[str]:
+    names = []
+    for info in pkgutil.walk_packages(mambast.__path__, "mambast."):
+        try:
+            importlib.import_module(info.name)
+        except ImportError as e:  # optional extras (gradio, av, ...) may be missing
+            if getattr(e, "name", None) in (None, info.name):
+                raise
+        names.append(info.name)
+    return names
+
+
+def test_documented_names_survive_importing_every_submodule():
+    before = {name: getattr(mambast, name) for name in DOCUMENTED}
+    assert len(_import_every_submodule()) > 30
+    for name in DOCUMENTED:
+        after = getattr(mambast, name)
+        assert after is before[name] or (name == "PRESETS" and after == before[name]), name
+        assert not isinstance(after, type(mambast)), f"mambast.{name} is a module"
+    assert set(mambast.__all__) <= set(DOCUMENTED)
+
+
+def test_stylize_called_twice_after_all_imports(tmp_path):
+    _import_every_submodule()
+    model = mambast.MambaST(mambast.MambaSTConfig.preset("tiny")).eval()
+    content = Image.new("RGB", (24, 16), (200, 30, 30))
+    style = Image.new("RGB", (16, 16), (10, 10, 240))
+    first = mambast.stylize(model, content, style, size=None, seed=1)
+    second = mambast.stylize(model, content, style, size=None, seed=1)
+    assert first.size == second.size == (24, 16)
+    assert first.tobytes() == second.tobytes()
+    engine = mambast.Stylizer(model, size=None)
+    for _ in range(2):
+        assert engine.stylize(content, style, mambast.Controls(seed=1)).tobytes() == first.tobytes()
+    for _ in range(2):
+        out = mambast.selective_scan(torch.randn(1, 4, 6), torch.rand(1, 4, 6), -torch.rand(4, 2),
+                                     torch.randn(1, 2, 6), torch.randn(1, 2, 6))
+        assert out.shape == (1, 4, 6)
+    path = tmp_path / "m.safetensors"
+    for _ in range(2):
+        mambast.save_native(model, path)
+        assert isinstance(mambast.load(path), mambast.MambaST)
+        assert isinstance(mambast.load_native(path), mambast.MambaST)
+
+
+@pytest.mark.parametrize("first", ["mambast.stylize", "mambast.inference", "mambast.cli.stylize",
+                                   "mambast.metrics", "mambast.train"])
+def test_any_import_order_in_a_fresh_interpreter(first):
+    code = (f"import importlib; importlib.import_module({first!r}) if {first!r} != 'mambast.stylize' else None\n"
+            "import mambast, inspect\n"
+            "try:\n    import mambast.stylize\nexcept ImportError:\n    pass\n"
+            "assert inspect.isfunction(mambast.stylize), mambast.stylize\n"
+            "assert inspect.isclass(mambast.Stylizer) and inspect.isfunction(mambast.training_losses)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).parent)
+    assert result.returncode == 0, result.stderr[-2000:]
