@@ -42,11 +42,13 @@ def test_evaluate_native_all_metrics(folders, weights, tmp_path):
     report = evaluate(folders / "stylized", folders / "content", folders / "style", tmp_path, weights=no_vgg,
                       mode="native", progress=False)  # fmt: skip
     m = report["metrics"]
-    assert set(m) == {"artfid", "fid", "lpips", "cfsd"}
+    assert set(m) == {"artfid", "fid", "lpips", "lpips_gray", "cfsd"}
     assert set(report["skipped"]) == {"content_loss", "style_loss", "fid_imagenet"}
     assert "--vgg PATH" in report["skipped"]["content_loss"]
     assert m["artfid"] == pytest.approx((1 + m["lpips"]) * (1 + m["fid"]))
-    assert report["counts"] == {"pairs": 3, "contents": 2, "styles": 2, "unmatched": 1, "missing": 1, "failed": 0}
+    assert report["counts"] == {"pairs": 3, "found": 3, "contents": 2, "styles": 2, "unmatched": 1, "missing": 1,
+                                "failed": 0}  # fmt: skip
+    assert report["fid_style_set"] == "unique" and report["protocol"].startswith("native")
     assert report["missing"] == ["c2_stylized_s2"] and report["unmatched"][0].endswith("notes.png")
     rows = {r["stylized"]: r for r in report["per_pair"]}
     assert m["lpips"] == pytest.approx(np.mean([r["lpips"] for r in rows.values()]))
@@ -70,9 +72,9 @@ def test_identical_pair_scores_zero_paper_mode(folders, weights, tmp_path):
     no_inception = EvalWeights(**{**weights.__dict__, "inception": None})
     rep2 = evaluate(same, folders / "content", folders / "style", tmp_path / "r2", weights=no_inception,
                     mode="paper", size=32, progress=False)  # fmt: skip
-    assert set(rep2["metrics"]) == {"lpips", "cfsd", "content_loss", "style_loss"}
+    assert set(rep2["metrics"]) == {"lpips", "lpips_gray", "cfsd", "content_loss", "style_loss"}
     row = next(r for r in rep2["per_pair"] if r["content"] == "c1")
-    assert row["lpips"] == 0.0 and row["cfsd"] == 0.0 and row["content_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert row["lpips"] == 0.0 and row["lpips_gray"] == 0.0 and row["cfsd"] == 0.0 and row["content_loss"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_cli_scores_stylized_folder_and_reports_skipped(folders, weights, tmp_path, capsys):
@@ -83,7 +85,7 @@ def test_cli_scores_stylized_folder_and_reports_skipped(folders, weights, tmp_pa
     assert main(args) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "report.json").read_text())
-    assert set(report["metrics"]) == {"lpips"} and report["mode"] == "paper"
+    assert set(report["metrics"]) == {"lpips", "lpips_gray"} and report["mode"] == "paper"
     assert "--inception" in report["skipped"]["fid"] and "--vgg19" in report["skipped"]["cfsd"]
     assert report["skipped"]["artfid"].startswith("needs fid")
     assert "fid           skipped: no art_inception.pth" in out and "lpips" in out
@@ -117,9 +119,11 @@ def test_cli_checkpoint_protocol_stylizes_and_scores(tmp_path, weights, capsys):
     assert main(args) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     names = sorted(p.name for p in (tmp_path / "out" / "stylized").iterdir())
-    assert names == [f"{c}_stylized_{s}.png" for c in ("cat", "room") for s in ("stars", "wave")]
+    assert names == [f"{c}_stylized_{s}.jpg" for c in ("cat", "room") for s in ("stars", "wave")]  # paper: JPEG
+    assert all(Image.open(tmp_path / "out" / "stylized" / n).format == "JPEG" for n in names)
+    assert all(Image.open(tmp_path / "out" / "stylized" / n).size == (64, 64) for n in names)  # resize + crop
     assert report["counts"]["pairs"] == 4 and report["stylize"]["written"] == 4
-    assert set(report["metrics"]) == {"lpips"} and report["checkpoint"] == str(ckpt)
+    assert set(report["metrics"]) == {"lpips", "lpips_gray"} and report["checkpoint"] == str(ckpt)
     assert (tmp_path / "out" / "contact_sheet.png").is_file()
 
 

@@ -30,7 +30,8 @@ from mambast.metrics import (
     pair_by_name,
     style_loss,
 )
-from mambast.metrics.preprocess import apply_mode, load_for_metric
+from mambast.images import load_image
+from mambast.metrics.preprocess import apply_mode, for_metric
 from mambast.metrics.weights import KNOWN, fetch, resolve
 from mambast.nets.inception import InceptionV3, InceptionWeightsError, load_inception
 from mambast.nets.lpips_net import CHANNELS, CONV_INDEX, LPIPSAlex, LPIPSWeightsError, load_lpips
@@ -157,7 +158,7 @@ def test_art_inception_layout_roundtrip_and_mixed_sizes(tmp_path):
     feats = inception_features(model, paths, mode="native", batch_size=4, progress=False)
     assert feats.shape == (4, 2048)
     with torch.no_grad():
-        single = ref(load_for_metric(paths[0], "native")[None]).double().numpy()
+        single = ref(for_metric(load_image(paths[0]), "native", 512, "fid")[None]).double().numpy()
     np.testing.assert_allclose(feats[0], single[0], rtol=1e-4, atol=1e-6)
     paper = inception_features(model, paths, mode="paper", size=96, progress=False)
     assert paper.shape == (4, 2048) and np.isfinite(paper).all()
@@ -218,19 +219,32 @@ def test_lpips_weight_errors(tmp_path):
 
 
 def _cfsd_dense(fc: torch.Tensor, fs: torch.Tensor) -> torch.Tensor:
-    pc = torch.softmax(fc.flatten(2).transpose(1, 2) @ fc.flatten(2), -1).double()
-    ps = torch.softmax(fs.flatten(2).transpose(1, 2) @ fs.flatten(2), -1).double()
-    return (pc * (pc.log() - ps.log())).sum(-1).mean(-1)
+    """StyleID's CFSD restated in float64 from its formula: features (B, C, H, W) -> (L, C) / C, logits F F^T,
+    row softmax, KL(P_content || P_stylized) summed over all L rows (kl_div 'batchmean' with a batch of 1)."""
+    out = []
+    for c_img, s_img in zip(fc.double(), fs.double(), strict=True):
+        channels = c_img.shape[0]
+        a = c_img.reshape(channels, -1).T / channels  # (L, C)
+        b = s_img.reshape(channels, -1).T / channels
+        pc, ps = torch.softmax(a @ a.T, -1), torch.softmax(b @ b.T, -1)
+        out.append((pc * (pc.log() - ps.log())).sum())
+    return torch.stack(out)
 
 
 def test_cfsd_zero_on_identity_chunking_and_dense_reference():
     g = torch.Generator().manual_seed(0)
-    fc, fs = torch.rand(2, 16, 9, 11, generator=g), torch.rand(2, 16, 9, 11, generator=g)
-    assert torch.equal(cfsd_from_features(fc, fc), torch.zeros(2))
-    dense = _cfsd_dense(fc, fs).float()
+    # relu3_1-like magnitudes: non-negative, a few units, C = 32 channels
+    fc, fs = 3 * torch.rand(2, 32, 9, 11, generator=g), 3 * torch.rand(2, 32, 9, 11, generator=g)
+    assert torch.equal(cfsd_from_features(fc, fc), torch.zeros(2, dtype=torch.float64))
+    dense = _cfsd_dense(fc, fs)
     for chunk in (1, 7, 99, 1000):
-        torch.testing.assert_close(cfsd_from_features(fc, fs, chunk=chunk), dense, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(cfsd_from_features(fc, fs, chunk=chunk), dense, rtol=1e-5, atol=1e-9)
     assert (dense > 0).all()
+    # the two fixes of issue 17: logits scaled by 1/C^2, KL summed (not averaged) over rows
+    unscaled = _cfsd_dense(fc * 32, fs * 32)
+    assert not torch.allclose(cfsd_from_features(fc, fs), unscaled, rtol=1e-2)
+    with pytest.raises(ValueError, match="chunk"):
+        cfsd_from_features(fc, fs, chunk=0)
 
 
 def test_cfsd_with_vgg19_file(tmp_path):
@@ -296,9 +310,11 @@ def test_pairing_by_name_with_shuffled_listings():
         pair_by_name(stylized, contents + [Path("d/a.png")], styles)
 
 
-def test_paper_mode_resizes_short_side_and_crops():
+def test_paper_mode_resizes_short_side_without_crop():
     img = Image.new("RGB", (600, 400))
-    assert apply_mode(img, "paper", 512).size == (512, 512)
+    assert apply_mode(img, "paper", 512, "fid").size == (768, 512)  # torchvision Resize(512): int(512 * 600 / 400)
+    assert apply_mode(Image.new("RGB", (333, 500)), "paper", 512, "lpips").size == (512, 768)  # int(768.77)
+    assert apply_mode(img, "paper", 512, "cfsd").size == (600, 400)  # CFSD: images as stored
     assert apply_mode(img, "native").size == (600, 400)
     with pytest.raises(UserError, match="unknown preprocessing mode"):
         apply_mode(img, "fancy")

@@ -1,24 +1,24 @@
 """Evaluation metrics of the style-transfer literature and the paper's protocol runner.
 
 fid_from_features(a, b)          Frechet distance of Gaussian fits (stable when n < d)
+fid_infinity(a, b)               FID_inf (Chong & Forsyth), an extra
 artfid(fid, lpips)               (1 + LPIPS) * (1 + FID)
 LPIPSAlex / load_lpips           LPIPS-AlexNet v0.1 (mambast.nets.lpips_net)
-cfsd(vgg, content, stylized)     VGG-19 relu3_1 self-similarity KL, chunked
-content_loss / style_loss        the paper's VGG losses
+cfsd(vgg, content, stylized)     VGG-19 relu3_1 self-similarity KL summed over rows (StyleID), chunked
+content_loss / style_loss        the paper's VGG losses (mambast.losses)
 evaluate / run_protocol          score a stylized folder / stylize then score; report.json, report.md, PNG
 """
 
 from .artfid import artfid
 from .cfsd import cfsd, cfsd_from_features
-from .fid import fid_from_features, frechet_distance, gaussian_stats, inception_features
+from .fid import fid_from_features, fid_infinity, frechet_distance, gaussian_stats, inception_features
 from .losses import content_loss, mean_std, style_loss
 from .pairing import Pair, pair_by_name
 from .preprocess import MODES
-from .protocol import EvalWeights, evaluate, run_protocol
+from .protocol import EvalWeights, evaluate, load_networks, run_protocol
 
 __all__ = [
     "MODES", "EvalWeights", "Pair", "artfid", "cfsd", "cfsd_from_features", "content_loss", "evaluate",
-    "fid_from_features", "frechet_distance", "gaussian_stats", "inception_features", "mean_std",
-    "pair_by_name",
-    "run_protocol", "style_loss",
+    "fid_from_features", "fid_infinity", "frechet_distance", "gaussian_stats", "inception_features",
+    "load_networks", "mean_std", "pair_by_name", "run_protocol", "style_loss",
 ]  # fmt: skip

@@ -10,16 +10,25 @@ are fewer images than feature dimensions (rank-deficient covariances), where sci
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .preprocess import load_for_metric
+from mambast.images import load_image
 
-__all__ = ["fid_from_features", "frechet_distance", "gaussian_stats", "inception_features", "fid_folders"]
+from .preprocess import for_metric
+
+__all__ = [
+    "ImageTooSmall", "fid_from_features", "fid_infinity", "frechet_distance", "gaussian_stats",
+    "inception_features", "min_side",
+]  # fmt: skip
+
+
+class ImageTooSmall(ValueError):
+    """An image below the smallest size a metric network can take (the message names the file)."""
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +79,42 @@ def fid_from_features(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor
     return float(max(diff @ diff + tr_a + tr_b - 2 * nuclear / np.sqrt(na * nb), 0.0))
 
 
+def fid_infinity(
+    a: np.ndarray, b: np.ndarray, num_points: int = 15, min_n: int | None = None, seed: int = 0
+) -> tuple[float, list[tuple[int, float]]]:
+    """FID_inf (Chong & Forsyth, CVPR 2020) of paired feature sets a, b (n, d) each -> (FID_inf, [(N, FID_N)]).
+
+    FID_N is computed on `num_points` subset sizes N evenly spaced from `min_n` (default max(2, n // 10)) to n,
+    each on one random subset of N row indices shared by a and b (rows are pairs: stylized image i and the style
+    image it was made with), then FID_N = FID_inf + k / N is fitted by least squares and extrapolated to
+    1/N = 0. Not what StyleID's script reports under that name (see docs/evaluation.md): an extra.
+    """
+    xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    n = len(xa)
+    if xa.shape != xb.shape or xa.ndim != 2:
+        raise ValueError(f"FID_inf needs paired (n, d) feature sets of one shape, got {xa.shape}, {xb.shape}")
+    low = max(2, n // 10) if min_n is None else int(min_n)
+    if num_points < 2 or low < 2 or low >= n:
+        raise ValueError(f"FID_inf needs num_points >= 2 and 2 <= min_n < n, got {num_points}, {low}, n={n}")
+    sizes = np.unique(np.linspace(low, n, num_points).astype(int))
+    if len(sizes) < 2:
+        raise ValueError(f"FID_inf: subset sizes {sizes.tolist()} give fewer than 2 points")
+    rng = np.random.default_rng(seed)
+    points = []
+    for size in sizes:
+        idx = rng.permutation(n)[:size]
+        points.append((int(size), fid_from_features(xa[idx], xb[idx])))
+    inv = np.array([1.0 / s for s, _ in points])
+    values = np.array([v for _, v in points])
+    _slope, intercept = np.polyfit(inv, values, 1)
+    return float(intercept), points
+
+
+def min_side(model: torch.nn.Module) -> int:
+    """Smallest image side (px) `model` (an InceptionV3) accepts: 75 for layouts fed at native size, else 1."""
+    return 75 if getattr(model, "layout", "art") == "art" else 1
+
+
 @torch.no_grad()
 def inception_features(
     model: torch.nn.Module,
@@ -81,12 +126,15 @@ def inception_features(
     desc: str = "inception",
     progress: bool = True,
 ) -> np.ndarray:
-    """(n, 2048) pool features of the images at `paths`, preprocessed by `mode` (see metrics.preprocess).
+    """(n, 2048) float64 pool features of the images at `paths` (read by `mambast.images.load_image`, then
+    preprocessed for FID by `mode`, see `metrics.preprocess`).
 
-    Images of different sizes are never stacked together: consecutive same-size images form a batch.
+    Consecutive same-size images form a batch (images of different sizes are never stacked). Raises
+    ImageTooSmall (naming the file) for an image below `min_side(model)`, ImageError for an unreadable one.
     """
     feats: list[np.ndarray] = []
     batch: list[torch.Tensor] = []
+    smallest = min_side(model)
 
     def flush() -> None:
         if batch:
@@ -94,18 +142,13 @@ def inception_features(
             batch.clear()
 
     for path in tqdm(paths, desc=desc, unit="img", disable=not progress, leave=False):
-        x = load_for_metric(path, mode, size)
+        x = for_metric(load_image(path), mode, size, "fid")  # (3, H, W)
+        if min(x.shape[-2:]) < smallest:
+            raise ImageTooSmall(
+                f"{path}: {x.shape[-1]}x{x.shape[-2]} px after preprocessing, the Inception needs >= {smallest} px"
+            )
         if batch and (x.shape != batch[0].shape or len(batch) >= batch_size):
             flush()
         batch.append(x)
     flush()
     return np.concatenate(feats) if feats else np.zeros((0, 2048))
-
-
-def fid_folders(
-    model: torch.nn.Module, a: Iterable[Path], b: Iterable[Path], mode: str = "paper", size: int = 512, **kw
-) -> float:
-    """FID between two image lists (e.g. `mambast.images.list_images(folder)`), features from `model`."""
-    fa = inception_features(model, list(a), mode, size, desc="features A", **kw)
-    fb = inception_features(model, list(b), mode, size, desc="features B", **kw)
-    return fid_from_features(fa, fb)

@@ -19,9 +19,7 @@ __all__ = ["mean_std", "content_loss", "style_loss", "paper_losses"]
 
 
 @torch.no_grad()
-def paper_losses(
-    vgg: torch.nn.Module, stylized: Tensor, content: Tensor, style: Tensor
-) -> tuple[float, float]:
+def paper_losses(vgg: torch.nn.Module, stylized: Tensor, content: Tensor, style: Tensor) -> tuple[float, float]:
     """(content loss, style loss) of one stylized image (1, 3, H, W) against its content and style images.
 
     The style image may have any size (only channel statistics are compared); content must match stylized.

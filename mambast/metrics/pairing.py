@@ -54,9 +54,7 @@ def _index(paths: Sequence[Path], what: str) -> dict[str, Path]:
     return index
 
 
-def split_name(
-    stem: str, contents: Sequence[str] | set[str], styles: Sequence[str] | set[str]
-) -> tuple[str, str]:
+def split_name(stem: str, contents: Sequence[str] | set[str], styles: Sequence[str] | set[str]) -> tuple[str, str]:
     """``"{c}_stylized_{s}"`` -> (c, s) with c in `contents` and s in `styles` (else UserError)."""
     hits = []
     start = stem.find(SEP)

@@ -1,15 +1,21 @@
-"""Writing an evaluation's results: report.json (everything), report.md (summary table), contact sheet PNG."""
+"""Writing an evaluation's results: report.json (everything), report.md (summary table), contact sheet PNG.
+
+Every file is written atomically (`mambast.fs`); images are read by `mambast.images` only, and an unreadable
+one becomes a blank cell of the contact sheet, never an error.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from mambast.fs import atomic_write, atomic_write_text
+from mambast.images import ImageError, load_image
+
 from .pairing import Pair
-from .preprocess import load_rgb
 
 __all__ = ["write_json", "write_markdown", "contact_sheet", "METRIC_NOTES"]
 
@@ -17,75 +23,96 @@ METRIC_NOTES = {
     "artfid": "ArtFID = (1 + LPIPS) * (1 + FID), lower is better",
     "fid": "FID stylized vs style images, art-tuned Inception (art_inception.pth)",
     "lpips": "LPIPS-AlexNet v0.1, stylized vs content, mean over pairs",
-    "cfsd": "CFSD, VGG-19 relu3_1 self-similarity KL content -> stylized, mean over pairs",
+    "lpips_gray": "LPIPS-AlexNet v0.1 on the grayscale (PIL 'L') images, mean over pairs",
+    "cfsd": "CFSD: VGG-19 relu3_1 self-similarity (F/C)^T(F/C), row softmax, KL content -> stylized summed "
+            "over rows, mean over pairs",
+    "fid_inf": "FID_inf (Chong & Forsyth): FID_N on random subsets extrapolated to 1/N = 0 (an extra)",
     "content_loss": "paper content loss (vgg_normalised relu4_1 + relu5_1), mean over pairs",
     "style_loss": "paper style loss (vgg_normalised mean/std, 5 layers), mean over pairs",
     "fid_imagenet": "FID stylized vs style images, ImageNet Inception (pytorch-fid / torchvision weights)",
-}
+}  # fmt: skip
 
 
 def write_json(report: Mapping, path: Path) -> None:
-    """Write the full report dict as indented JSON."""
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    """Write the full report dict as indented JSON (atomically)."""
+    atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
 
 
 def write_markdown(report: Mapping, path: Path) -> None:
-    """Write a short Markdown summary: the metric table, what was skipped and why, the counts."""
+    """Write a short Markdown summary: protocol, the metric table, what was skipped and why, the counts."""
+    counts = report["counts"]
     lines = ["# mambast evaluation", ""]
-    lines += [f"- stylized: `{report.get('stylized_dir')}`, pairs scored: {report['counts']['pairs']}"]
-    lines += [
-        f"- preprocessing: `{report['mode']}`"
-        + (f" (size {report['size']})" if report["mode"] == "paper" else "")
-    ]
+    lines += [f"- protocol: {report.get('protocol', report['mode'])}"]
+    lines += [f"- stylized: `{report.get('stylized_dir')}`; pairs scored: {counts['pairs']} of {counts['found']}"
+              f" found, {counts['failed']} failed"]  # fmt: skip
     if report.get("checkpoint"):
-        lines += [f"- checkpoint: `{report['checkpoint']}`"]
+        fmt = report.get("stylize", {}).get("format", "")
+        lines += [f"- checkpoint: `{report['checkpoint']}` (stylized files written as {fmt})"]
     if report["metrics"]:
         lines += ["", "| metric | value | definition |", "|---|---|---|"]
         for name, value in report["metrics"].items():
             lines.append(f"| {name} | {value:.4f} | {METRIC_NOTES.get(name, '')} |")
     else:
-        lines += ["", "No metric could be computed: no weight files were found (see Skipped)."]
+        lines += ["", "No metric could be computed (see Skipped)."]
     if report["skipped"]:
         lines += ["", "Skipped:", ""]
         lines += [f"- **{name}**: {why}" for name, why in report["skipped"].items()]
     for key, title in (
+        ("failed", "Failed pairs (kept out of every metric)"),
         ("unmatched", "Stylized files matching no content/style name"),
-        ("failed", "Failed pairs"),
     ):
-        if report.get(key):
-            lines += ["", f"{title} ({len(report[key])}):", ""]
-            lines += [f"- `{item}`" for item in report[key][:20]]
-    if report["counts"].get("missing"):
-        lines += ["", f"Pairs without a stylized image: {report['counts']['missing']}"]
-    path.write_text("\n".join(lines) + "\n")
+        items = report.get(key) or []
+        if items:
+            lines += ["", f"{title} ({len(items)}):", ""]
+            lines += [f"- `{item[0]}`: {item[1]}" if isinstance(item, list | tuple) else f"- `{item}`"
+                      for item in items[:20]]  # fmt: skip
+            if len(items) > 20:
+                lines += [f"- ... {len(items) - 20} more in report.json"]
+    if counts.get("missing"):
+        lines += ["", f"Pairs without a stylized image: {counts['missing']}"]
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def _thumb(path: Path | None, cell: int) -> Image.Image:
+def _thumb(path: Path | None, cell: int, failed: bool = False) -> Image.Image:
+    """A cell x cell tile: the image fitted in, or dark grey (a red cross when unreadable / failed)."""
     tile = Image.new("RGB", (cell, cell), (40, 40, 40))
-    if path is None:
+    img = None
+    if path is not None and not failed:
+        try:
+            img = load_image(path)
+        except ImageError:
+            failed = True
+    if img is None:
+        if failed:
+            draw = ImageDraw.Draw(tile)
+            draw.line((0, 0, cell, cell), fill=(200, 40, 40), width=2)
+            draw.line((0, cell, cell, 0), fill=(200, 40, 40), width=2)
         return tile
-    img = load_rgb(path)
     img.thumbnail((cell, cell), Image.BILINEAR)
     tile.paste(img, ((cell - img.size[0]) // 2, (cell - img.size[1]) // 2))
     return tile
 
 
-def contact_sheet(pairs: Sequence[Pair], path: Path, cell: int = 128, pad: int = 4) -> Path:
-    """Grid PNG: rows = content images (first column), columns = styles (first row), cells = stylized."""
+def contact_sheet(
+    pairs: Sequence[Pair], path: Path, cell: int = 128, pad: int = 4, failed: Collection[str] = ()
+) -> Path:
+    """Grid PNG: rows = content images (first column), columns = styles (first row), cells = stylized.
+
+    failed: stylized file names to draw as crossed-out cells (their files are not read).
+    """
     contents = sorted({p.content for p in pairs}, key=lambda p: p.stem)
     styles = sorted({p.style for p in pairs}, key=lambda p: p.stem)
     by_key = {(p.content, p.style): p.stylized for p in pairs}
     step = cell + pad
-    sheet = Image.new(
-        "RGB", (pad + step * (len(styles) + 1), pad + step * (len(contents) + 1)), (255, 255, 255)
-    )
+    sheet = Image.new("RGB", (pad + step * (len(styles) + 1), pad + step * (len(contents) + 1)), (255, 255, 255))
     for j, s in enumerate(styles):
         sheet.paste(_thumb(s, cell), (pad + step * (j + 1), pad))
     for i, c in enumerate(contents):
         y = pad + step * (i + 1)
         sheet.paste(_thumb(c, cell), (pad, y))
         for j, s in enumerate(styles):
-            sheet.paste(_thumb(by_key.get((c, s)), cell), (pad + step * (j + 1), y))
+            out = by_key.get((c, s))
+            sheet.paste(_thumb(out, cell, out is not None and out.name in failed), (pad + step * (j + 1), y))
     ImageDraw.Draw(sheet).text((pad + 2, pad + 2), "content \\ style", fill=(0, 0, 0))
-    sheet.save(path)
+    atomic_write(path, lambda f: sheet.save(f, format="PNG"))
     return path

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mambast.errors import UserError
+from mambast.fs import atomic_write_text
 
 __all__ = ["KNOWN", "WeightFile", "weights_dir", "resolve", "fetch", "sha256_file", "MANIFEST"]
 
@@ -81,24 +82,30 @@ def weights_dir(override: str | Path | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mambast" / "weights"
 
 
-def resolve(
-    name: str, explicit: str | Path | None, folder: str | Path | None = None
-) -> tuple[Path | None, str]:
+def resolve(name: str, explicit: str | Path | None, folder: str | Path | None = None) -> tuple[Path | None, str]:
     """(path, "") for weight `name` from an explicit path or the weights folder, or (None, why it is missing).
 
-    An explicit path that does not exist is an error (UserError), not a silent skip.
+    An explicit path that does not exist, or an empty file, is an error (UserError), not a silent skip.
     """
     known = KNOWN[name]
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise UserError(f"{known.flag} {path}: file not found")
+        _not_empty(path, known)
         return path, ""
     candidate = weights_dir(folder) / known.filename
     if candidate.is_file():
+        _not_empty(candidate, known)
         return candidate, ""
     how = f"`mambast weights fetch {name}` downloads it, network needed" if known.url else known.purpose
     return None, f"no {known.filename}: pass {known.flag} PATH or put it in {candidate.parent} ({how})"
+
+
+def _not_empty(path: Path, known: WeightFile) -> None:
+    """One-line UserError for a 0-byte weight file (an interrupted copy or download)."""
+    if path.stat().st_size == 0:
+        raise UserError(f"{known.flag} {path}: empty file (0 bytes); copy or fetch {known.filename} again")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -114,7 +121,7 @@ def _record(folder: Path, name: str, filename: str, url: str, sha: str) -> None:
     manifest = folder / MANIFEST
     data = json.loads(manifest.read_text()) if manifest.is_file() else {}
     data[name] = {"file": filename, "url": url, "sha256": sha}
-    manifest.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(manifest, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def fetch(

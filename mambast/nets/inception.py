@@ -8,7 +8,9 @@ Three weight layouts are understood (all share torchvision's ``Inception3`` back
                    ``AuxLogits1`` / ``AuxLogits2``.
                    Input as art-fid feeds it: RGB in [0, 1], no resizing, no normalisation.
     "torchvision"  torchvision's ImageNet ``inception_v3_google-*.pth`` (heads ``fc`` and ``AuxLogits``).
-                   Input: resized to 299 x 299 (bilinear), ImageNet mean / std.
+                   Input: resized to 299 x 299 (bilinear), ImageNet mean / std, then torchvision's
+                   ``transform_input`` (on by default with these weights), which maps each normalised channel
+                   back to (x - 0.5) / 0.5: x_c * std_c / 0.5 + (mean_c - 0.5) / 0.5.
     "pytorch-fid"  pytorch-fid's ``pt_inception-2015-12-05-*.pth`` (the TF FID graph: 1008-way ``fc``, average
                    pools that exclude padding, max pool in the last block).
                    Input: 299 x 299 (bilinear), 2x - 1.
@@ -28,7 +30,10 @@ from torch import Tensor, nn
 
 from mambast.errors import UserError
 
-__all__ = ["LAYOUTS", "InceptionV3", "InceptionWeightsError", "detect_layout", "load_inception"]
+__all__ = [
+    "LAYOUTS", "InceptionV3", "InceptionWeightsError", "detect_layout", "first_line", "load_inception",
+    "transform_input",
+]  # fmt: skip
 
 LAYOUTS = ("art", "torchvision", "pytorch-fid")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -224,7 +229,7 @@ class InceptionV3(nn.Module):
             return 2 * x - 1
         mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return transform_input((x - mean) / std)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 2048) global-average-pooled Mixed_7c features."""
@@ -235,6 +240,14 @@ class InceptionV3(nn.Module):
         for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
             x = getattr(self, f"Mixed_{name}")(x)
         return x.mean(dim=(2, 3))
+
+
+def transform_input(x: Tensor) -> Tensor:
+    """torchvision ``Inception3(transform_input=True)``: ImageNet-normalised (B, 3, H, W) -> per channel
+    x * std / 0.5 + (mean - 0.5) / 0.5 (the convention the Google weights were trained with)."""
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
 def default_heads(layout: str) -> dict[str, int]:
@@ -254,6 +267,12 @@ def detect_layout(state_dict: Mapping[str, Tensor]) -> str:
     if fc is not None and fc.shape[0] == 1008:
         return "pytorch-fid"
     return "torchvision"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its class name when there is none), <= 200 chars."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _heads_in(state_dict: Mapping[str, Tensor]) -> dict[str, int]:
@@ -297,12 +316,12 @@ def load_inception(path: str | Path, layout: str = "auto", device: str | torch.d
     path = Path(path)
     if not path.is_file():
         raise InceptionWeightsError(f"Inception weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise InceptionWeightsError(f"cannot read Inception weights {path}: empty file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unreadable / not a torch file: one clear line
-        raise InceptionWeightsError(
-            f"cannot read Inception weights {path}: {str(exc).splitlines()[0][:200]}"
-        ) from None
+        raise InceptionWeightsError(f"cannot read Inception weights {path}: {first_line(exc)}") from None
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise InceptionWeightsError(f"{path} is not an Inception-v3 state dict")
     state_dict = {k.removeprefix("module."): v for k, v in obj.items()}

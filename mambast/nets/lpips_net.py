@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from mambast.errors import UserError
 
+from .inception import first_line
+
 __all__ = ["LPIPSAlex", "LPIPSWeightsError", "load_lpips"]
 
 SHIFT = (-0.030, -0.088, -0.188)
@@ -93,12 +95,12 @@ class LPIPSAlex(nn.Module):
 def _read(path: Path, what: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise LPIPSWeightsError(f"LPIPS {what} weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise LPIPSWeightsError(f"cannot read LPIPS {what} weights {path}: empty file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # one clear line for any unreadable file
-        raise LPIPSWeightsError(
-            f"cannot read LPIPS {what} weights {path}: {str(exc).splitlines()[0][:200]}"
-        ) from None
+        raise LPIPSWeightsError(f"cannot read LPIPS {what} weights {path}: {first_line(exc)}") from None
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise LPIPSWeightsError(f"{path} is not a state dict")
     return {k.removeprefix("module."): v for k, v in obj.items()}
