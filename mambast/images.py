@@ -86,8 +86,9 @@ def list_images(path: str | Path, exclude: str | Path | Iterable[str | Path] | N
     `.ipynb_checkpoints`, `.git`...) are skipped; links to folders are followed, each real folder entered
     once (no loops, no duplicates); `exclude` (a path or several: folders and/or files, e.g. the output
     folder of the run when it lies inside the input folder) is left out, wherever links lead, except a
-    folder holding `path` itself (then name the files to leave out); unreadable sub-folders are skipped. The paths returned are spelled below `path` (links not resolved), so
-    `relative_names(files, path)` gives each one a unique name. The order is `sorted` (as `Path`s).
+    folder holding `path` itself (then name the files to leave out); unreadable sub-folders are skipped.
+    The paths returned are spelled below `path` (links not resolved), so `relative_names(files, path)`
+    gives each one a unique name. The order is `sorted` (as `Path`s: by parts).
 
     Raises UserError (one line) if `path` does not exist or a folder holds no images.
     """
@@ -257,8 +258,10 @@ def _reading(path: Path) -> Iterator[None]:
     """Turn every failure of reading `path` into one ImageError line naming it."""
     try:
         with warnings.catch_warnings():
-            # Pillow warns between MAX_IMAGE_PIXELS and twice that (genuine large photos); it refuses above.
+            # Pillow warns between MAX_IMAGE_PIXELS and twice that (genuine large photos; it refuses above),
+            # and about damaged metadata it skips ("Corrupt EXIF data", "Truncated File Read"): not for users.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             yield
     except ImageError:
         raise
