@@ -84,7 +84,7 @@ def list_images(path: str | Path, exclude: str | Path | Iterable[str | Path] | N
 
     Inside a folder: names starting with "." (hidden files and folders: macOS `._*` AppleDouble files,
     `.ipynb_checkpoints`, `.git`...) are skipped; links to folders are followed, each real folder entered
-    once (no loops, no duplicates); `exclude` (a path or several: folders and/or files, e.g. the output
+    once (no loops, no duplicates; by its own path when it has one below `path`); `exclude` (a path or several: folders and/or files, e.g. the output
     folder of the run when it lies inside the input folder) is left out, wherever links lead, except a
     folder holding `path` itself (then name the files to leave out); unreadable sub-folders are skipped.
     The paths returned are spelled below `path` (links not resolved), so `relative_names(files, path)`
@@ -102,9 +102,11 @@ def list_images(path: str | Path, exclude: str | Path | Iterable[str | Path] | N
     real_root = path.resolve()
     excluded = {p for p in _exclusions(exclude) if p != real_root and p not in real_root.parents}
     seen, files = set(), []
-    stack = [path]
-    while stack:
-        folder = stack.pop()
+    stack, linked = [path], []  # folders reached without / through a link: the first are all listed first,
+    while stack or linked:  # so a folder reached both ways is spelled by its own path
+        if not stack:
+            linked.sort(reverse=True)
+        folder = stack.pop() if stack else linked.pop()
         try:
             st = folder.stat()
             entries = list(os.scandir(folder))
@@ -120,12 +122,13 @@ def list_images(path: str | Path, exclude: str | Path | Iterable[str | Path] | N
             try:
                 is_dir = entry.is_dir()  # follows links
                 is_file = not is_dir and entry.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS
+                is_link = is_dir and entry.is_symlink()
             except OSError:
                 continue
             if (is_dir or is_file) and _is_excluded(child, excluded):
                 continue
             if is_dir:
-                stack.append(child)
+                (linked if is_link else stack).append(child)
             elif is_file:
                 files.append(child)
     if not files:

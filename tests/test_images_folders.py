@@ -55,11 +55,16 @@ def test_folder_links_are_followed(tmp_path):
 
 @needs_symlinks
 def test_link_loops_and_second_links_are_entered_once(tmp_path):
-    _touch(tmp_path, "a.png", "sub/b.png")
-    (tmp_path / "sub" / "up").symlink_to(tmp_path, target_is_directory=True)  # a loop to the root
-    (tmp_path / "again").symlink_to(tmp_path / "sub", target_is_directory=True)  # a second way into sub
-    (tmp_path / "self").symlink_to(tmp_path / "self")  # a link to itself
-    assert _rel(list_images(tmp_path), tmp_path) == ["a.png", "again/b.png"]
+    root = tmp_path / "root"
+    _touch(root, "a.png", "sub/b.png")
+    _touch(tmp_path, "outside/c.png")
+    (root / "sub" / "up").symlink_to(root, target_is_directory=True)  # a loop to the root
+    (root / "again").symlink_to(root / "sub", target_is_directory=True)  # a second way into sub
+    (root / "self").symlink_to(root / "self")  # a link to itself
+    (root / "sub" / "zz").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (root / "aa").symlink_to(tmp_path / "outside", target_is_directory=True)
+    # sub is listed by its own path, not through "again"; outside (reached only by links) by the first link
+    assert _rel(list_images(root), root) == ["a.png", "aa/c.png", "sub/b.png"]
 
 
 def test_exclude_leaves_out_the_runs_own_outputs(tmp_path):
