@@ -86,7 +86,7 @@ class PairStream(Dataset):
         for k in range(min(n, MAX_RETRIES)):
             path = paths[int(perm[(position + k) % n])]
             try:
-                return load_image(path)
+                return load_image(path, size_hint=(self.load_size, self.load_size))  # JPEG: draft decode
             except (ImageError, OSError):
                 bad.append(path)
         raise UserError(f"{min(n, MAX_RETRIES)} {kind} images in a row are unreadable (e.g. {bad[-1]})")
