@@ -69,22 +69,40 @@ def test_native_lowrank_options(with_D, with_bias, softplus):
 
 
 @needs_native
-def test_native_lowrank_inplace_overwrites_u_with_the_same_result():
+def test_native_lowrank_out_may_be_u_and_gives_the_same_result():
     inputs = make_inputs(3, 1, 40, 4, 8, 257)
     with torch.no_grad():
         expected = selective_scan_lowrank(**inputs, delta_softplus=True, backend="cpu")
+        assert torch.equal(inputs["u"], make_inputs(3, 1, 40, 4, 8, 257)["u"])  # u untouched without `out`
         u = inputs["u"].clone()
-        out = selective_scan_lowrank(**{**inputs, "u": u}, delta_softplus=True, backend="cpu", inplace=True)
+        out = selective_scan_lowrank(**{**inputs, "u": u}, delta_softplus=True, backend="cpu", out=u)
     assert out.data_ptr() == u.data_ptr()
     assert torch.equal(out, expected)
     assert not torch.equal(inputs["u"], u)  # the input really was overwritten (and only when asked)
+
+
+@pytest.mark.parametrize("backend", ["torch", "ref"])
+def test_lowrank_out_argument_on_other_backends(backend):
+    inputs = make_inputs(4, 1, 6, 4, 3, 20)
+    with torch.no_grad():
+        expected = selective_scan_lowrank(**inputs, delta_softplus=True, backend=backend)
+        out = torch.full_like(inputs["u"], float("nan"))
+        got = selective_scan_lowrank(**inputs, delta_softplus=True, backend=backend, out=out)
+    assert got.data_ptr() == out.data_ptr() and torch.equal(out, expected)
+
+
+@needs_native
+def test_native_out_must_fit():
+    inputs = make_inputs(3, 1, 16, 4, 8, 10)
+    with torch.no_grad(), pytest.raises(ValueError, match="out must be"):
+        selective_scan_lowrank(**inputs, backend="cpu", out=torch.empty(1, 64, 11))
 
 
 def test_lowrank_with_autograd_equals_selective_scan_on_explicit_delta():
     """With gradients needed (any backend), delta is formed and `selective_scan` runs: same values and grads."""
     inputs = make_inputs(11, 1, 9, 4, 3, 33)
     leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
-    out = selective_scan_lowrank(**leaves, delta_softplus=True, inplace=True)
+    out = selective_scan_lowrank(**leaves, delta_softplus=True)
     out.square().sum().backward()
     twins = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     delta = explicit_delta(twins["dt_low"], twins["dt_weight"])
@@ -92,7 +110,6 @@ def test_lowrank_with_autograd_equals_selective_scan_on_explicit_delta():
                               delta_softplus=True)
     expected.square().sum().backward()
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    assert torch.equal(leaves["u"].detach(), inputs["u"])  # inplace is ignored when autograd needs u
     for name in inputs:
         torch.testing.assert_close(leaves[name].grad, twins[name].grad, rtol=1e-4, atol=1e-4)
 

@@ -18,7 +18,7 @@ from mambast.ops import scan_cpu, selective_scan
 from mambast.ops.scan_ref import selective_scan_ref
 from mambast.ops.scan_torch import selective_scan_torch
 
-dispatch_module = importlib.import_module("mambast.ops.selective_scan")
+dispatch_module = importlib.import_module("mambast.ops.backends")
 needs_native = pytest.mark.skipif(not scan_cpu.native_available(), reason="native CPU scan unavailable here")
 
 

@@ -49,7 +49,8 @@ class VSSBlock(_BlockBase):
         super().__init__(d_model, drop_path, SS2D(d_model, d_state, d_inner, dt_rank))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x * self.skip_scale + self.drop_path(self.self_attention(self.ln_1(x))))
+        branch = self.drop_path(self.self_attention(self.ln_1(x)))
+        return self.norm(torch.mul(x, self.skip_scale).add_(branch))  # x * skip_scale + branch, one buffer
 
 
 class STVSSBlock(_BlockBase):
@@ -59,8 +60,8 @@ class STVSSBlock(_BlockBase):
         super().__init__(d_model, drop_path, STSS2D(d_model, d_state, d_inner, dt_rank))
 
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
-        fused = self.self_attention(self.ln_1(content), style)  # the style is not normed here
-        return self.norm(content * self.skip_scale + self.drop_path(fused))
+        fused = self.drop_path(self.self_attention(self.ln_1(content), style))  # the style is not normed here
+        return self.norm(torch.mul(content, self.skip_scale).add_(fused))
 
 
 class Encoder(nn.Module):
@@ -72,7 +73,7 @@ class Encoder(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         for block in self.layers:
-            tokens = block(tokens) + tokens
+            tokens = block(tokens).add_(tokens)  # block(tokens) + tokens, no second buffer
         return tokens
 
 
@@ -113,7 +114,7 @@ class Decoder(nn.Module):
         """content, style: encoded tokens (B, H, W, C); a fresh shuffle per block when `generator` is set
         (one generator, or one per sample: see `shuffle_tokens`)."""
         for block in self.layers:
-            content = block(content, shuffle_tokens(style, generator)) + content
+            content = block(content, shuffle_tokens(style, generator)).add_(content)
         return self.norm(content)
 
 

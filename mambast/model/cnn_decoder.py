@@ -1,11 +1,18 @@
 """CNN decoder (architecture.md section 7): tokens back to pixels, x2 nearest upsampling per stage.
 
 The module is an nn.Sequential whose indices are the published `decoder_iter_N.pth` keys (1, 5, 8, ...).
+At inference on large token maps it runs in overlapping tiles within the model's memory budget (memory.py):
+every layer is local, so a tile with a halo of the decoder's receptive radius gives the same pixels.
 """
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor, nn
+
+from .memory import DEFAULT_MEMORY_BUDGET, FLOAT, decoder_tile
 
 
 def _conv(c_in: int, c_out: int) -> list[nn.Module]:
@@ -31,8 +38,62 @@ def cnn_decoder_layers(d_model: int, channels: tuple[int, ...]) -> list[nn.Modul
 class CNNDecoder(nn.Sequential):
     """(B, C, H, W) tokens -> (B, 3, H * 2^stages, W * 2^stages) raw image (not clamped)."""
 
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET  # bytes, set model-wide by MambaST.set_memory_budget
+
     def __init__(self, d_model: int = 512, channels: tuple[int, ...] = (256, 128, 64)):
         super().__init__(*cnn_decoder_layers(d_model, tuple(channels)))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        return super().forward(tokens)
+        """(B, C, H, W) -> (B, 3, H * s, W * s); in tiles when the whole map exceeds the memory budget at
+        inference."""
+        batch, _, H, W = tokens.shape
+        halo, bytes_per_token = self.receptive_halo(), self.bytes_per_token()
+        tile = None if torch.is_grad_enabled() else decoder_tile(H, W, batch, bytes_per_token, halo,
+                                                                 self.memory_budget)
+        if tile is None or (tile >= H and tile >= W):
+            return super().forward(tokens)
+        return self.forward_tiles(tokens, tile, halo)
+
+    def forward_tiles(self, tokens: Tensor, tile: int, halo: int) -> Tensor:
+        """The decoder on tile x tile token windows, each read with `halo` tokens of context per side (at least
+        the receptive radius: the pixels then equal the whole-map pass's) and cropped to its core."""
+        batch, _, H, W = tokens.shape
+        scale = self.upsampling()
+        out = None
+        for i in range(0, H, tile):
+            for j in range(0, W, tile):
+                i0, j0 = max(i - halo, 0), max(j - halo, 0)
+                i1, j1 = min(i + tile + halo, H), min(j + tile + halo, W)
+                piece = super().forward(tokens[:, :, i0:i1, j0:j1])  # (B, 3, (i1 - i0) s, (j1 - j0) s)
+                if out is None:
+                    out = piece.new_empty(batch, piece.shape[1], H * scale, W * scale)
+                core = piece[:, :, (i - i0) * scale:(min(i + tile, H) - i0) * scale,
+                             (j - j0) * scale:(min(j + tile, W) - j0) * scale]
+                out[:, :, i * scale:i * scale + core.shape[2], j * scale:j * scale + core.shape[3]] = core
+        return out
+
+    def upsampling(self) -> int:
+        """Output pixels per token side (2^stages)."""
+        return 2 ** sum(isinstance(m, nn.Upsample) for m in self)
+
+    def receptive_halo(self) -> int:
+        """Tokens of context a tile needs per side: the receptive radius of the 3x3 convs, each counted at its
+        resolution (radius 1 px there = 1 / (upsampling so far) tokens), rounded up."""
+        radius, scale = 0.0, 1
+        for m in self:
+            if isinstance(m, nn.Upsample):
+                scale *= 2
+            elif isinstance(m, nn.Conv2d):
+                radius += (m.kernel_size[0] // 2) / scale
+        return math.ceil(radius)
+
+    def bytes_per_token(self) -> int:
+        """float32 bytes per token of the largest layer's input + padded input + output (one image)."""
+        worst, scale, channels = 0, 1, self[1].in_channels
+        for m in self:
+            if isinstance(m, nn.Upsample):
+                scale *= 2
+            elif isinstance(m, nn.Conv2d):
+                worst = max(worst, (2 * m.in_channels + m.out_channels) * scale * scale)
+                channels = m.out_channels
+        return FLOAT * max(worst, channels)

@@ -10,7 +10,9 @@ from ..config import MambaSTConfig
 from ..errors import UserError
 from .blocks import Generators, MambaCore
 from .cnn_decoder import CNNDecoder
+from .memory import DEFAULT_MEMORY_BUDGET
 from .patch_embed import PatchEmbed
+from .ss2d import SS2DBase
 
 
 class MambaST(nn.Module):
@@ -30,14 +32,28 @@ class MambaST(nn.Module):
             official_init_(self.mamba)
 
     def set_scan_backend(self, backend: str) -> MambaST:
-        """Select the selective-scan backend of every SS2D layer ("auto", "cpu", "torch", "triton", ...)."""
-        from ..ops.selective_scan import BACKENDS
+        """Select the scan backend of every SS2D layer: "auto" (per device), "cpu", "torch", "triton",
+        "mamba_ssm" or "ref" (mambast.ops.backends). The scan, its low-rank form and the cross scan/merge all
+        come from that one backend."""
+        from ..ops.backends import BACKENDS
 
         if backend not in BACKENDS:
             raise UserError(f"unknown scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         for module in self.modules():
-            if hasattr(module, "scan_backend"):
-                module.scan_backend = backend
+            if isinstance(module, SS2DBase):
+                module.set_scan_backend(backend)
+        return self
+
+    def set_memory_budget(self, budget: int | None = DEFAULT_MEMORY_BUDGET) -> MambaST:
+        """Bound inference memory: `budget` bytes for the working set of one SS2D/ST-SS2D layer and of the
+        CNN decoder (default 768 MiB). Layers above it run their channels in blocks and the CNN decoder in
+        tiles (outputs equal to float rounding; docs/memory.md); None runs everything at once. Training
+        (autograd on) never blocks."""
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise UserError(f"memory budget must be a positive number of bytes or None, got {budget!r}")
+        for module in self.modules():
+            if isinstance(module, SS2DBase | CNNDecoder):
+                module.memory_budget = budget
         return self
 
     def forward(self, content: Tensor, style: Tensor, shuffle: bool = True, seed: int | None = None,

@@ -6,6 +6,10 @@
     [dt, B, C] = x_proj_weight[k] @ xs[:, k]     delta = dt_projs_weight[k] @ dt (inside the scan kernel on CPU)
     y  = selective_scan(xs, delta, A = -exp(A_logs), B, C, Ds, dt_projs_bias, softplus)
     out = out_proj(out_norm(cross_merge(y)) * SiLU(z))
+
+At inference on large images the layer runs its Di channels in blocks within a memory budget (memory.py,
+docs/memory.md): every step above is per channel except the x_proj reduction (accumulated over blocks) and
+out_norm (LayerNorm statistics accumulated over blocks, then applied block by block).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import cross_merge, cross_scan, selective_scan_lowrank
+from ..ops.backends import ScanBackend, check_backend_name, get_backend
+from .memory import DEFAULT_MEMORY_BUDGET, block_plan
 
 K = 4  # scan directions
 
@@ -50,13 +55,16 @@ def layer_norm_dim1(y: Tensor, norm: nn.LayerNorm) -> Tensor:
 
 
 class SS2DBase(nn.Module):
-    """Parameters shared by SS2D and ST-SS2D, with the official key names.
+    """Parameters shared by SS2D and ST-SS2D, with the official key names, and the scan/merge/output steps.
 
     in_proj (2Di, C); in_style_proj (Di, C); conv2d depthwise 3x3; x_proj_weight (K, x_proj_rows, Di);
     dt_projs_weight (K, Di, R); dt_projs_bias (K, Di); A_logs (K*Di, N); Ds (K*Di,); out_norm; out_proj (C, Di).
+    `scan_backend` (a name of mambast.ops.BACKENDS) and `memory_budget` (bytes or None) are set model-wide by
+    `MambaST.set_scan_backend` / `set_memory_budget`.
     """
 
     scan_backend: str = "auto"
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET
 
     def __init__(self, d_model: int, d_state: int, d_inner: int, dt_rank: int, x_proj_rows: int,
                  style_proj: bool):
@@ -93,40 +101,126 @@ class SS2DBase(nn.Module):
         if hasattr(self, "style_proj_weight"):
             self.style_proj_weight.uniform_(-bound, bound)
 
+    # ---- configuration -------------------------------------------------------------------------------
+
+    def set_scan_backend(self, backend: str) -> None:
+        """Use `backend` (a name of mambast.ops.BACKENDS, "auto" resolved per device) for scan and cross scan."""
+        self.scan_backend = check_backend_name(backend)
+
+    def backend(self, device: torch.device) -> ScanBackend:
+        """The backend object this layer runs on `device` (scan, low-rank scan, cross scan/merge)."""
+        return get_backend(self.scan_backend, device.type)
+
+    def block_plan(self, tokens: Tensor) -> tuple[int, bool] | None:
+        """(channels per block, keep merged y) for bounded-memory inference on tokens (B, H, W, C), or None
+        to run all channels at once (autograd on, no budget, or the whole layer fits; see memory.py)."""
+        if torch.is_grad_enabled():
+            return None
+        batch, H, W, C = tokens.shape
+        return block_plan(batch * H * W, self.d_inner, C, self.x_proj_weight.shape[1], K, self.memory_budget)
+
+    # ---- the steps -----------------------------------------------------------------------------------
+
     def local_features(self, x: Tensor) -> Tensor:
         """(B, Di, H, W) -> SiLU(DWConv3x3(x)), (B, Di, H, W)."""
         return F.silu(self.conv2d(x))
 
-    def scan(self, u: Tensor, dt_low: Tensor, B: Tensor, C: Tensor) -> Tensor:
-        """The K-direction selective scan.
+    def scanned(self, tokens: Tensor, weight: Tensor, channels: slice, backend: ScanBackend) -> Tensor:
+        """cross_scan(SiLU(DWConv3x3(tokens @ weight.T))) for the conv channels `channels`: tokens (B, H, W, C),
+        weight (dc, C) -> (B, K, dc, L)."""
+        x = channel_first(tokens, weight)  # (B, dc, H, W)
+        conv_w, conv_b = self.conv2d.weight[channels], self.conv2d.bias[channels]
+        return backend.cross_scan(F.silu(F.conv2d(x, conv_w, conv_b, padding=1, groups=x.shape[1])))
 
-        u: (B, K, Di, L) scanned sequence; dt_low: (B, K, R, L); B, C: (B, K, N, L) -> y (B, K, Di, L).
+    def scan(self, u: Tensor, dt_low: Tensor, B: Tensor, C: Tensor, backend: ScanBackend,
+             channels: slice = slice(None), out: Tensor | None = None) -> Tensor:
+        """The K-direction selective scan of the conv channels `channels` (all by default).
+
+        u: (B, K, dc, L) scanned sequence; dt_low: (B, K, R, L); B, C: (B, K, N, L); `out`: where to write
+        the result (may be u, see ScanBackend.scan_lowrank) -> y (B, K, dc, L).
         """
-        batch, _, d_inner, L = u.shape
-        y = selective_scan_lowrank(  # delta = dt_projs_weight[k] @ dt_low[:, k], (B, K * Di, L)
-            u.reshape(batch, K * d_inner, L),
+        batch, _, dc, L = u.shape
+        per_direction = (K, self.d_inner)
+        A_logs = self.A_logs.view(*per_direction, self.d_state)[:, channels].reshape(K * dc, self.d_state)
+        y = backend.scan_lowrank(  # delta = dt_projs_weight[k] @ dt_low[:, k], (B, K * dc, L)
+            u.reshape(batch, K * dc, L),
             dt_low,
-            self.dt_projs_weight.reshape(K * d_inner, self.dt_rank),
-            -torch.exp(self.A_logs.float()),
+            self.dt_projs_weight[:, channels].reshape(K * dc, self.dt_rank),
+            -torch.exp(A_logs.float()),
             B,
             C,
-            D=self.Ds.float(),
-            delta_bias=self.dt_projs_bias.reshape(-1).float(),
+            D=self.Ds.view(per_direction)[:, channels].reshape(-1).float(),
+            delta_bias=self.dt_projs_bias[:, channels].reshape(-1).float(),
             delta_softplus=True,
-            backend=self.scan_backend,
-            inplace=not torch.is_grad_enabled(),  # u (a fresh cross scan) is not read again
+            out=None if out is None else out.view(batch, K * dc, L),
         )
-        return y.view(batch, K, d_inner, L)
+        return y.view(batch, K, dc, L)
 
-    def output(self, y: Tensor, z: Tensor) -> Tensor:
+    def output(self, y: Tensor, z: Tensor, backend: ScanBackend) -> Tensor:
         """Merge the directions, gate by the content: y (B, K, Di, L), z (B, Di, H, W) -> (B, H, W, C).
 
         out_norm(y) * SiLU(z) is computed channel-first (LayerNorm over Di = dim 1), and out_proj reads the
         result transposed, so no channel-last copy of the (Di, L) maps is made.
         """
         batch, d_inner, H, W = z.shape
-        y = layer_norm_dim1(cross_merge(y, H, W), self.out_norm) * F.silu(z.view(batch, d_inner, H * W))
+        merged = backend.cross_merge(y, H, W)  # (B, Di, L)
+        y = layer_norm_dim1(merged, self.out_norm) * F.silu(z.view(batch, d_inner, H * W))
         return torch.matmul(y.transpose(1, 2), self.out_proj.weight.t()).view(batch, H, W, -1)
+
+    def scan_inplace(self) -> bool:
+        """Whether the scan may overwrite its input u (a fresh cross scan read by nothing else): no autograd."""
+        return not torch.is_grad_enabled()
+
+    # ---- bounded memory (inference) ------------------------------------------------------------------
+
+    def blocks(self, size: int) -> list[slice]:
+        """The channel blocks [0, size), [size, 2 size), ... of Di."""
+        return [slice(i, min(i + size, self.d_inner)) for i in range(0, self.d_inner, size)]
+
+    def output_blocked(self, u_of, dt_low: Tensor, B: Tensor, C: Tensor, gate_tokens: Tensor,
+                       plan: tuple[int, bool], backend: ScanBackend) -> Tensor:
+        """`scan` + `output` one block of channels at a time, without any (B, Di, L) tensor unless `plan` keeps
+        the merged y.
+
+        u_of(channels) -> the scanned sequence of those channels (B, K, dc, L), recomputed per call;
+        dt_low (B, K, R, L), B and C (B, K, N, L) as `scan`; gate_tokens (B, H, W, C) the content the gate z is
+        projected from. First pass: scan and merge each block, accumulate the LayerNorm mean and M2 over
+        channels (Chan's pairwise update); second pass: normalise each block (its merged y kept or scanned
+        again), gate, and accumulate out_proj. Returns (B, H, W, C).
+        """
+        size, keep = plan
+        batch, H, W, _ = gate_tokens.shape
+        L = H * W
+        dt_low, B, C = dt_low.contiguous(), backend.grouped_bc(B), backend.grouped_bc(C)
+
+        def merged(channels: slice) -> Tensor:  # (B, dc, L)
+            u = u_of(channels)
+            return backend.cross_merge(self.scan(u, dt_low, B, C, backend, channels, out=u), H, W)
+
+        kept = gate_tokens.new_empty(batch, self.d_inner, L) if keep else None
+        mean = gate_tokens.new_zeros(batch, 1, L, dtype=torch.float32)
+        m2 = torch.zeros_like(mean)
+        count = 0
+        for channels in self.blocks(size):
+            y = merged(channels)
+            if kept is not None:
+                kept[:, channels] = y
+            var_b, mean_b = torch.var_mean(y.float(), dim=1, correction=0, keepdim=True)  # (B, 1, L)
+            n = y.shape[1]
+            delta = mean_b - mean
+            mean.add_(delta, alpha=n / (count + n))
+            m2.add_(var_b * n).add_(delta.square_(), alpha=count * n / (count + n))
+            count += n
+        rstd = torch.rsqrt(m2.div_(count).add_(self.out_norm.eps))  # (B, 1, L)
+        out = gate_tokens.new_zeros(batch, L, self.out_proj.weight.shape[0])
+        z_rows = self.in_proj.weight[self.d_inner:]
+        for channels in self.blocks(size):
+            y = kept[:, channels] if kept is not None else merged(channels)
+            w, b = self.out_norm.weight[channels, None], self.out_norm.bias[channels, None]
+            y = ((y - mean) * rstd * w + b).to(out.dtype)
+            y.mul_(F.silu(channel_first(gate_tokens, z_rows[channels]).view(batch, -1, L)))
+            out.baddbmm_(y.transpose(1, 2), self.out_proj.weight[:, channels].t().expand(batch, -1, -1))
+        return out.view(batch, H, W, -1)
 
 
 class SS2D(SS2DBase):
@@ -137,8 +231,27 @@ class SS2D(SS2DBase):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
+        backend = self.backend(x.device)
+        plan = self.block_plan(x)
+        if plan is not None:
+            return self.forward_blocked(x, plan, backend)
         x, z = channel_first(x, self.in_proj.weight).chunk(2, dim=1)  # (B, Di, H, W) each
-        xs = cross_scan(self.local_features(x))  # (B, K, Di, L)
+        xs = backend.cross_scan(self.local_features(x))  # (B, K, Di, L)
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, R + 2N, L)
         dt_low, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
-        return self.output(self.scan(xs, dt_low, B, C), z)
+        y = self.scan(xs, dt_low, B, C, backend, out=xs if self.scan_inplace() else None)
+        return self.output(y, z, backend)
+
+    def forward_blocked(self, x: Tensor, plan: tuple[int, bool], backend: ScanBackend) -> Tensor:
+        """`forward` one block of channels at a time (inference; see `output_blocked`): x (B, H, W, C)."""
+        x_rows = self.in_proj.weight[:self.d_inner]
+
+        def u_of(channels: slice) -> Tensor:  # (B, K, dc, L)
+            return self.scanned(x, x_rows[channels], channels, backend)
+
+        x_dbl = None  # (B, K, R + 2N, L), summed over the channel blocks
+        for channels in self.blocks(plan[0]):
+            part = torch.einsum("bkdl,kcd->bkcl", u_of(channels), self.x_proj_weight[:, :, channels])
+            x_dbl = part if x_dbl is None else x_dbl.add_(part)
+        dt_low, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
+        return self.output_blocked(u_of, dt_low, B, C, x, plan, backend)

@@ -7,6 +7,8 @@
     [dt, B]  = style_proj_weight[k] @ cross_scan(s)  delta and B (the "key") from the STYLE
     y = selective_scan(u = cross_scan(s), delta, A, B, C, D, ...)   the STYLE is the scanned sequence
     out = out_proj(out_norm(cross_merge(y)) * SiLU(z))
+
+On large images at inference the channels run in blocks within the model's memory budget (ss2d.py, memory.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..ops import cross_scan
+from ..ops.backends import ScanBackend
 from .ss2d import SS2DBase, channel_first
 
 
@@ -26,10 +28,35 @@ class STSS2D(SS2DBase):
 
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
         """content, style: (B, H, W, C) on the same grid -> (B, H, W, C)."""
+        backend = self.backend(content.device)
+        plan = self.block_plan(content)
+        if plan is not None:
+            return self.forward_blocked(content, style, plan, backend)
         x, z = channel_first(content, self.in_proj.weight).chunk(2, dim=1)  # (B, Di, H, W) each
-        xs = cross_scan(self.local_features(x))  # (B, K, Di, L)
-        ss = cross_scan(self.local_features(channel_first(style, self.in_style_proj.weight)))  # (B, K, Di, L)
+        xs = backend.cross_scan(self.local_features(x))  # (B, K, Di, L)
+        style_di = channel_first(style, self.in_style_proj.weight)  # (B, Di, H, W)
+        ss = backend.cross_scan(self.local_features(style_di))  # (B, K, Di, L)
         C = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, N, L)
+        del xs
         dt_low, B = torch.einsum("bkdl,kcd->bkcl", ss, self.style_proj_weight).split(
             [self.dt_rank, self.d_state], dim=2)
-        return self.output(self.scan(ss, dt_low, B, C), z)
+        y = self.scan(ss, dt_low, B, C, backend, out=ss if self.scan_inplace() else None)
+        return self.output(y, z, backend)
+
+    def forward_blocked(self, content: Tensor, style: Tensor, plan: tuple[int, bool],
+                        backend: ScanBackend) -> Tensor:
+        """`forward` one block of channels at a time (inference; see `SS2DBase.output_blocked`)."""
+        x_rows, s_rows = self.in_proj.weight[:self.d_inner], self.in_style_proj.weight
+
+        def u_of(channels: slice) -> Tensor:  # the scanned style, (B, K, dc, L)
+            return self.scanned(style, s_rows[channels], channels, backend)
+
+        C = dt_b = None  # (B, K, N, L) from the content and (B, K, R + N, L) from the style, summed over blocks
+        for channels in self.blocks(plan[0]):
+            c_part = torch.einsum("bkdl,kcd->bkcl", self.scanned(content, x_rows[channels], channels, backend),
+                                  self.x_proj_weight[:, :, channels])
+            s_part = torch.einsum("bkdl,kcd->bkcl", u_of(channels), self.style_proj_weight[:, :, channels])
+            C = c_part if C is None else C.add_(c_part)
+            dt_b = s_part if dt_b is None else dt_b.add_(s_part)
+        dt_low, B = dt_b.split([self.dt_rank, self.d_state], dim=2)
+        return self.output_blocked(u_of, dt_low, B, C, content, plan, backend)

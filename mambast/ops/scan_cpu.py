@@ -30,7 +30,6 @@ from torch import Tensor
 _SOURCE = Path(__file__).parent / "csrc" / "selective_scan_cpu.c"
 _FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi")
 _P = ctypes.POINTER(ctypes.c_float)
-_MAX_STATE = 64  # the kernel's MST_NMAX: larger N (unused by Mamba-ST) goes to the pure-torch scan
 
 
 class _Params(ctypes.Structure):
@@ -153,6 +152,13 @@ def native_available() -> bool:
     if os.environ.get("MAMBAST_NO_NATIVE", "") not in ("", "0"):
         return False
     return _library() is not None
+
+
+def max_state() -> int:
+    """The largest state size N the loaded kernel takes (its MST_NMAX, read from the library; 0 when the kernel
+    is unavailable). Larger N (unused by Mamba-ST) goes to the pure-torch scan."""
+    lib = _library() if native_available() else None
+    return lib.mst_max_state() if lib is not None else 0
 
 
 def unavailable_reason() -> str:
@@ -300,12 +306,13 @@ def selective_scan_cpu(
     Returns out (B, D, L) in u's dtype, and h_{L-1} (B, D, N) (no gradient) if asked.
     """
     _check_inputs(u, delta, A, B, C)
-    if u.dtype == torch.float64 or u.numel() == 0 or A.shape[1] > _MAX_STATE:
+    torch_path = u.dtype == torch.float64 or u.numel() == 0
+    if not torch_path and not native_available():
+        raise RuntimeError(f"mambast: native CPU selective scan unavailable: {unavailable_reason()}")
+    if torch_path or A.shape[1] > max_state():
         from .scan_torch import selective_scan_torch
 
         return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if not native_available():
-        raise RuntimeError(f"mambast: native CPU selective scan unavailable: {unavailable_reason()}")
     y, last = _NativeScan.apply(u, delta, A, _ToGrouped.apply(B), _ToGrouped.apply(C), D, delta_bias,
                                 bool(delta_softplus), bool(return_last_state))
     if z is not None:
@@ -320,7 +327,7 @@ def lowrank_native_ok(tensors: tuple[Tensor | None, ...], A: Tensor, B: Tensor) 
     is the caller's (resolve_backend's) business."""
     u = tensors[0]
     present = [t for t in tensors if t is not None]
-    return (u.device.type == "cpu" and u.numel() > 0 and B.dim() == 4 and A.shape[1] <= _MAX_STATE
+    return (u.device.type == "cpu" and u.numel() > 0 and B.dim() == 4 and A.shape[1] <= max_state()
             and all(t.dtype == torch.float32 for t in present)
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in present)))
 
@@ -335,15 +342,16 @@ def selective_scan_cpu_lowrank(
     D: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
-    inplace: bool = False,
+    out: Tensor | None = None,
 ) -> Tensor:
     """Native forward-only scan with a low-rank delta computed inside the kernel (no (B, D, L) delta tensor).
 
     delta[b, d] = dt_weight[d] @ dt_low[b, g] for channel d of group g = d // (D / G), then as
     `selective_scan_cpu(u, delta, A, B, C, D, delta_bias=..., delta_softplus=...)`.
     u: (B, D, L); dt_low: (B, G, R, L); dt_weight: (D, R); A: (D, N); B, C: (B, G, N, L); D, delta_bias: (D,).
-    float32 only, no autograd (the caller checks). `inplace=True` writes the output into u's memory when u is
-    contiguous (u is then overwritten). Returns out (B, D, L).
+    float32 only, no autograd (the caller checks). `out`: a contiguous float32 (B, D, L) tensor to write the
+    result into; it may be u itself (the kernel reads each u element before writing that place), u is then
+    overwritten. Returns out (B, D, L).
     """
     if not native_available():
         raise RuntimeError(f"mambast: native CPU selective scan unavailable: {unavailable_reason()}")
@@ -358,7 +366,11 @@ def selective_scan_cpu_lowrank(
         raise ValueError("mambast: the low-rank native scan takes float32 tensors only")
     lib = _library()
     u = u if u.stride(-1) == 1 else u.contiguous()
-    out = u if inplace and u.is_contiguous() else torch.empty_like(u, memory_format=torch.contiguous_format)
+    if out is None:
+        out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    elif out.shape != u.shape or out.dtype != torch.float32 or not out.is_contiguous() or out.device != u.device:
+        raise ValueError(f"mambast: out must be a contiguous float32 CPU tensor of u's shape {tuple(u.shape)}, "
+                         f"got {tuple(out.shape)} {out.dtype}")
     # keep every tensor the kernel reads alive in a local until the call returns
     dt_low, dt_weight, A = dt_low.contiguous(), dt_weight.contiguous(), A.contiguous()
     Bt, Ct = _grouped_transposed(B), _grouped_transposed(C)

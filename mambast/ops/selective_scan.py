@@ -1,6 +1,6 @@
 """`selective_scan`: one entry point, the contract of mamba_ssm's `selective_scan_fn` (selective-scan.md).
 
-Backends (``backend=``):
+Backends (``backend=``), from the table in backends.py:
     "ref"      the plain float loop of scan_ref.py (tests; slow)
     "torch"    a pure-torch path for any device (correct, slower): the fallback
     "cpu"      the native CPU kernel of scan_cpu.py (compiled on first use, cached)
@@ -12,51 +12,11 @@ Backends (``backend=``):
 
 from __future__ import annotations
 
-import importlib.util
-import warnings
-from functools import cache
-
-import torch
 from torch import Tensor
 
-BACKENDS = ("auto", "ref", "torch", "cpu", "mamba_ssm", "triton")
+from .backends import BACKENDS, get_backend, resolve_backend
 
-
-@cache
-def _has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-def _native_cpu_ok() -> bool:
-    """Whether the native kernel can run now (MAMBAST_NO_NATIVE is read at every call; the build is cached)."""
-    from .scan_cpu import native_available, unavailable_reason
-
-    ok = native_available()
-    if not ok:
-        _warn_fallback(unavailable_reason())
-    return ok
-
-
-@cache
-def _warn_fallback(reason: str) -> None:  # once per reason
-    warnings.warn(f"mambast: native CPU selective scan unavailable ({reason}); using the slower pure-torch scan",
-                  RuntimeWarning, stacklevel=4)
-
-
-def resolve_backend(backend: str, device_type: str) -> str:
-    """The concrete backend "auto" (or an explicit name) means for tensors on `device_type`."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend != "auto":
-        return backend
-    if device_type == "cpu":
-        return "cpu" if _native_cpu_ok() else "torch"
-    if device_type == "cuda":
-        if _has_module("mamba_ssm"):
-            return "mamba_ssm"
-        if _has_module("triton"):
-            return "triton"
-    return "torch"
+__all__ = ["BACKENDS", "resolve_backend", "selective_scan", "selective_scan_lowrank"]
 
 
 def selective_scan(
@@ -78,27 +38,8 @@ def selective_scan(
     group d // (D / G); D, delta_bias: (D,). State and accumulation in float32 whatever the input dtype.
     Returns out (B, D, L) in u's dtype, and h at t = L-1 (B, D, N) when `return_last_state` (no gradient).
     """
-    name = resolve_backend(backend, u.device.type)
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if name == "ref":
-        from .scan_ref import selective_scan_ref
-
-        return selective_scan_ref(*args)
-    if name == "torch":
-        from .scan_torch import selective_scan_torch
-
-        return selective_scan_torch(*args)
-    if name == "cpu":
-        from .scan_cpu import selective_scan_cpu
-
-        return selective_scan_cpu(*args)
-    if name == "triton":
-        from .scan_triton import selective_scan_triton
-
-        return selective_scan_triton(*args)
-    from .scan_mamba_ssm import selective_scan_mamba_ssm
-
-    return selective_scan_mamba_ssm(*args)
+    return get_backend(backend, u.device.type).scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                     return_last_state)
 
 
 def selective_scan_lowrank(
@@ -112,24 +53,15 @@ def selective_scan_lowrank(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
     backend: str = "auto",
-    inplace: bool = False,
+    out: Tensor | None = None,
 ) -> Tensor:
     """`selective_scan` with a low-rank delta: delta[:, d] = dt_weight[d] @ dt_low[:, d // (D / G)].
 
     u: (B, D, L); dt_low: (B, G, R, L); dt_weight: (D, R); B, C: (B, G, N, L); the rest as `selective_scan`.
     This is Mamba's dt projection (delta = dt_projs_weight @ dt). On the CPU, without autograd, for float32,
-    the native kernel computes delta chunk by chunk and never materialises it (and, with `inplace=True`, may
-    write the output into u's memory: u is then overwritten); otherwise delta is formed and `selective_scan`
-    runs with `backend`. Returns out (B, D, L).
+    the native kernel computes delta chunk by chunk and never materialises it. `out` (B, D, L), optional:
+    the tensor the result is written to; it may be u itself (u is then overwritten; not allowed when autograd
+    needs u). Returns out (B, D, L). See `ScanBackend.scan_lowrank`.
     """
-    batch, channels, length = u.shape
-    groups, rank = dt_low.shape[1], dt_low.shape[2]
-    if resolve_backend(backend, u.device.type) == "cpu":
-        from .scan_cpu import lowrank_native_ok, selective_scan_cpu_lowrank
-
-        if lowrank_native_ok((u, dt_low, dt_weight, A, B, C, D, delta_bias), A, B):
-            return selective_scan_cpu_lowrank(u, dt_low, dt_weight, A, B, C, D, delta_bias, delta_softplus,
-                                              inplace)
-    delta = torch.einsum("bgrl,gdr->bgdl", dt_low, dt_weight.reshape(groups, channels // groups, rank))
-    return selective_scan(u, delta.reshape(batch, channels, length), A, B, C, D, delta_bias=delta_bias,
-                          delta_softplus=delta_softplus, backend=backend)
+    return get_backend(backend, u.device.type).scan_lowrank(u, dt_low, dt_weight, A, B, C, D, delta_bias,
+                                                            delta_softplus, out=out)

@@ -1,0 +1,57 @@
+"""Bounded-memory inference: how many scan channels (and how large a CNN-decoder tile) fit a memory budget.
+
+A model-wide budget (bytes, `MambaST.set_memory_budget`) bounds the working set of one SS2D/ST-SS2D layer
+and of the CNN decoder at inference (no autograd). Below it every layer runs as published, all channels at
+once. Above it an SS2D layer runs its Di channels in blocks (in_proj rows, depthwise conv, cross scan, scan,
+merge per block; docs/memory.md) and the CNN decoder runs in overlapping tiles, so that peak memory grows with
+the (H, W, d_model) token maps and the image, not with Di x L. Outputs agree with the unblocked path to float
+rounding (tests/test_memory.py).
+"""
+
+from __future__ import annotations
+
+DEFAULT_MEMORY_BUDGET = 768 * 2**20  # bytes per layer working set; None turns blocking off
+FLOAT = 4  # bytes; the estimates are for float32 activations (bf16 halves them: the estimate is then safe)
+LANES = 16  # channel blocks are multiples of the native kernel's SIMD width
+
+
+def unblocked_bytes(tokens: int, d_inner: int, directions: int) -> int:
+    """Working set of one SS2D/ST-SS2D layer run all at once: in_proj output (2 Di), conv (Di), cross scan
+    (K Di), merge and gating (2 Di), the style path of ST-SS2D (K Di more) per token; `tokens` = B * L."""
+    return tokens * FLOAT * (5 + 2 * directions) * d_inner
+
+
+def block_plan(tokens: int, d_inner: int, d_model: int, proj_rows: int, directions: int,
+               budget: int | None) -> tuple[int, bool] | None:
+    """(channels per block, keep the merged y) for a layer over `tokens` = B * L positions, or None to run all
+    channels at once (no budget, or the unblocked working set fits).
+
+    Fixed cost per token: the projections x_dbl (K * proj_rows, plus a re-laid copy of B/C) and the output
+    accumulator (d_model). Per channel of a block: its in_proj rows, conv, K scanned rows, merged row and gate,
+    for both streams of ST-SS2D: (4 + 2K) floats. The merged y of all Di channels is kept (so each block is
+    scanned once, not twice: once for LayerNorm statistics, once for the output) when it takes at most half of
+    what the fixed part leaves.
+    """
+    if budget is None or unblocked_bytes(tokens, d_inner, directions) <= budget:
+        return None
+    fixed = tokens * FLOAT * (2 * directions * proj_rows + d_model)
+    free = max(budget - fixed, 0)
+    keep = tokens * FLOAT * d_inner <= free // 2
+    if keep:
+        free -= tokens * FLOAT * d_inner
+    per_channel = tokens * FLOAT * (4 + 2 * directions)
+    block = max(free // per_channel // LANES * LANES, LANES)
+    return min(block, d_inner), keep
+
+
+def decoder_tile(tokens_h: int, tokens_w: int, batch: int, bytes_per_token: int, halo: int,
+                 budget: int | None) -> int | None:
+    """Side (in tokens) of the square tiles the CNN decoder runs on, or None for the whole map at once.
+
+    bytes_per_token: the decoder's largest activation triple (input, padded input, output) per token and image;
+    a tile of side t reads a (t + 2 halo)^2 window.
+    """
+    if budget is None or batch * tokens_h * tokens_w * bytes_per_token <= budget:
+        return None
+    window = int((budget / (batch * bytes_per_token)) ** 0.5)
+    return max(window - 2 * halo, 8)
