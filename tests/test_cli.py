@@ -19,7 +19,11 @@ from mambast.cli import main
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    return mambast.save_native(MambaST(MambaSTConfig.preset("tiny")), path)
+    model = MambaST(MambaSTConfig.preset("tiny"))
+    with torch.no_grad():  # outputs spread over [0, 1] (a random init gives all-black images once clamped)
+        model.cnn_decoder[-1].weight.mul_(10)
+        model.cnn_decoder[-1].bias.fill_(0.5)
+    return mambast.save_native(model, path)
 
 
 def _img(path, w, h, seed=0):
@@ -38,7 +42,8 @@ def test_stylize_every_pair_with_sizes_and_bad_files(tmp_path, ckpt, capsys):
                "--checkpoint", str(ckpt), "--size", "0", "--seed", "3", "--quiet"])
     err = capsys.readouterr()
     assert rc == 1  # one bad input: the rest done, non-zero exit
-    assert sorted(p.name for p in out.iterdir()) == ["tall_stylized_art.png", "wide_stylized_art.png"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "nested/tall_stylized_art.png", "wide_stylized_art.png"]  # content sub-folders mirrored
     assert Image.open(out / "wide_stylized_art.png").size == (53, 37)
     assert "zero.png: empty file" in err.err and "wrote 2 images" in err.out and "1 pair(s) failed" in err.out
 
@@ -87,3 +92,110 @@ def test_export_official_and_back(tmp_path, ckpt):
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "mambast", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("mambast ")
+
+
+# ------------------------------------------------------------------------ folder runs: outputs and inputs
+
+
+def _stylize(ckpt, content, style, out, *extra):
+    return main(["stylize", "--content", str(content), "--style", *map(str, style if isinstance(style, list)
+                                                                        else [style]),
+                 "--output", str(out), "--checkpoint", str(ckpt), "--size", "0", "--seed", "1", "--quiet",
+                 *extra])
+
+
+def test_output_that_cannot_be_a_folder_is_one_line(tmp_path, ckpt, capsys):
+    c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, seed=1)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    for out in (a_file, a_file / "below"):
+        assert _stylize(ckpt, c, s, out) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mambast: error:") and err.count("\n") == 1 and str(a_file) in err
+    assert a_file.read_text() == "x"
+
+
+def test_one_failed_write_skips_that_pair_only(tmp_path, ckpt, capsys):
+    _img(tmp_path / "c" / "a.png", 16, 16)
+    _img(tmp_path / "c" / "b.png", 16, 16, seed=1)
+    s = _img(tmp_path / "s.png", 16, 16, seed=2)
+    out = tmp_path / "out"
+    (out / "a_stylized_s.png").mkdir(parents=True)  # a folder where the output file should go
+    assert _stylize(ckpt, tmp_path / "c", s, out) == 1
+    cap = capsys.readouterr()
+    assert "a_stylized_s.png: cannot write" in cap.err and "wrote 1 image " in cap.out and "1 pair(s) failed" in cap.out
+    assert Image.open(out / "b_stylized_s.png").size == (16, 16)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
+def test_hidden_files_and_own_outputs_are_not_inputs(tmp_path, ckpt, capsys):
+    root = tmp_path / "c"
+    _img(root / "a.png", 16, 16)
+    (root / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS resource fork: not an image
+    _img(root / ".hidden" / "b.png", 16, 16)
+    s = _img(tmp_path / "s.png", 16, 16, seed=2)
+    out = root / "stylized"  # inside the content folder
+    assert _stylize(ckpt, root, s, out) == 0
+    assert _stylize(ckpt, root, s, out) == 0  # the second run does not stylize the first run's outputs
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a_stylized_s.png"]
+    assert "skipped" not in capsys.readouterr().err
+
+
+def test_same_stems_in_subfolders_are_mirrored_and_true_collisions_name_both_inputs(tmp_path, ckpt, capsys):
+    _img(tmp_path / "c" / "x" / "cat.png", 16, 16)
+    _img(tmp_path / "c" / "y" / "cat.png", 16, 16, seed=1)
+    _img(tmp_path / "s" / "p" / "art.png", 16, 16, seed=2)
+    _img(tmp_path / "s" / "q" / "art.png", 16, 16, seed=3)
+    out = tmp_path / "out"
+    assert _stylize(ckpt, tmp_path / "c", tmp_path / "s", out) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "x/cat_stylized_p__art.png", "x/cat_stylized_q__art.png", "y/cat_stylized_p__art.png",
+        "y/cat_stylized_q__art.png"]
+    a = np.asarray(Image.open(out / "x" / "cat_stylized_p__art.png"))
+    assert not np.array_equal(a, np.asarray(Image.open(out / "y" / "cat_stylized_p__art.png")))
+
+    _img(tmp_path / "d" / "dog.png", 16, 16)
+    _img(tmp_path / "d" / "dog.jpg", 16, 16, seed=4)  # same stem, same folder: still one output name
+    assert _stylize(ckpt, tmp_path / "d", tmp_path / "s" / "p" / "art.png", tmp_path / "o2") == 1
+    err = capsys.readouterr().err
+    assert "dog.jpg + " in err and "dog.png + " in err and "same output name" in err
+
+
+def test_ext_jpeg_quality_and_skip_existing(tmp_path, ckpt, capsys):
+    c = _img(tmp_path / "c" / "a.png", 24, 24)
+    _img(tmp_path / "c" / "b.png", 24, 24, seed=1)
+    s = _img(tmp_path / "s.png", 24, 24, seed=2)
+    out = tmp_path / "out"
+    assert _stylize(ckpt, c, s, out, "--ext", "jpg", "--jpeg-quality", "20") == 0
+    low = out / "a_stylized_s.jpg"
+    assert Image.open(low).format == "JPEG"
+    assert _stylize(ckpt, c, s, tmp_path / "hi", "--ext", "jpg", "--jpeg-quality", "100") == 0
+    assert low.stat().st_size < (tmp_path / "hi" / "a_stylized_s.jpg").stat().st_size
+    before = low.stat().st_mtime_ns
+    capsys.readouterr()
+    assert _stylize(ckpt, tmp_path / "c", s, out, "--ext", "jpg", "--skip-existing") == 0
+    assert "wrote 1 image " in capsys.readouterr().out and low.stat().st_mtime_ns == before
+    assert (out / "b_stylized_s.jpg").exists()
+
+
+def test_several_styles_mixed_or_each_on_its_own(tmp_path, ckpt):
+    c = _img(tmp_path / "c.png", 16, 16)
+    s1, s2 = _img(tmp_path / "s1.png", 16, 16, seed=1), _img(tmp_path / "s2.png", 16, 16, seed=2)
+    assert _stylize(ckpt, c, [s1, s2], tmp_path / "each") == 0
+    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["c_stylized_s1.png", "c_stylized_s2.png"]
+    assert _stylize(ckpt, c, [s1, s2], tmp_path / "mix", "--style-weights", "1", "0") == 0
+    assert [p.name for p in (tmp_path / "mix").iterdir()] == ["c_stylized_s1+s2.png"]
+    # weight 1 on one style is that style exactly
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "mix" / "c_stylized_s1+s2.png")),
+                          np.asarray(Image.open(tmp_path / "each" / "c_stylized_s1.png")))
+    assert _stylize(ckpt, c, [s1, s2], tmp_path / "bad", "--style-weights", "1") == 2
+
+
+def test_max_pixels_refuses_with_one_line_naming_the_file(tmp_path, ckpt, capsys):
+    big = _img(tmp_path / "c" / "big.png", 64, 48)
+    _img(tmp_path / "c" / "small.png", 16, 16)
+    s = _img(tmp_path / "s.png", 16, 16, seed=2)
+    assert _stylize(ckpt, tmp_path / "c", s, tmp_path / "out", "--max-pixels", "1000") == 1
+    err = capsys.readouterr().err
+    assert f"{big}: planned size 64 x 48 px" in err and err.count("\n") == 1
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["small_stylized_s.png"]

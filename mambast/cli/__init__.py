@@ -10,7 +10,7 @@ import sys
 
 from ..errors import UserError
 
-SUBCOMMANDS = ("stylize", "export", "train", "eval", "weights")
+SUBCOMMANDS = ("stylize", "stylize_dataset", "export", "train", "eval", "weights")
 
 
 def build_parser() -> argparse.ArgumentParser:

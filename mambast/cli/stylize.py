@@ -1,48 +1,128 @@
-"""`mambast stylize`: every content x style pair, written as {content}_stylized_{style}.png."""
+"""`mambast stylize`: every content x style pair (or each content with several styles mixed), in batches,
+optionally sharded under torchrun; outputs {content_dir}/{content}_stylized_{style}.{png|jpg}."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
+
+from .controls import add_control_arguments, controls_from_args
 
 
 def register(sub) -> None:
     p = sub.add_parser("stylize", help="stylize every content x style pair",
-                       description="Stylize every content x style pair into OUTPUT/{content}_stylized_{style}.png.")
+                       description="Stylize every content x style pair into "
+                                   "OUTPUT/{content_dir}/{content}_stylized_{style}.png (content sub-folders "
+                                   "mirrored). Runs under torchrun too (one process per GPU).")
     p.add_argument("--content", required=True, metavar="FILE|DIR", help="content image or folder")
-    p.add_argument("--style", required=True, metavar="FILE|DIR", help="style image or folder")
+    p.add_argument("--style", required=True, nargs="+", metavar="FILE|DIR",
+                   help="style image(s) or folder(s); with --style-weights or --mask they are mixed into one "
+                        "output per content, otherwise each is a style of its own")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
+    add_model_arguments(p)
+    add_control_arguments(p, mixing=True)
+    add_run_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--checkpoint, --size, --max-pixels, --device, --precision."""
     p.add_argument("--checkpoint", metavar="PATH", default=None,
                    help="published-weights folder, .safetensors file or training run folder "
                         "(default: the model bundled with the package)")
     p.add_argument("--size", type=int, default=512,
                    help="resize the content's short side to N px (default 512, the paper's); 0 keeps its size")
-    p.add_argument("--seed", type=int, default=None, help="seed of the style shuffle (same seed, same output)")
-    p.add_argument("--no-shuffle", action="store_true", help="turn the style shuffle off")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse a content whose planned size is over N pixels (default 4096 x 4096; 0: no limit)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default; under torchrun: one "
+                                                    "GPU per process)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="fp32 (default), or bf16/fp16 autocast (CUDA; CPUs with BF16/AMX); the scan stays fp32")
 
 
-def run(args) -> int:
-    from tqdm.auto import tqdm
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """--batch-size, --workers, --ext, --jpeg-quality, --skip-existing, --quiet."""
+    g = p.add_argument_group("running")
+    g.add_argument("--batch-size", type=int, default=1, metavar="B",
+                   help="pairs per model call; pairs of the same padded size are batched (default 1)")
+    g.add_argument("--workers", type=int, default=None, metavar="W",
+                   help="processes decoding and resizing images ahead of the model (default: 2 on CUDA, 0 on "
+                        "the CPU: decode in the main process)")
+    g.add_argument("--ext", default="png", choices=("png", "jpg"), help="output format (default png)")
+    g.add_argument("--jpeg-quality", type=int, default=95, metavar="Q", help="JPEG quality 1-100 (default 95)")
+    g.add_argument("--skip-existing", action="store_true",
+                   help="leave out pairs whose output exists (resume an interrupted run)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def run_options(args, device, **extra):
+    """RunOptions from the shared flags."""
     from ..errors import UserError
-    from ..images import list_images
-    from ..io import load
-    from ..inference import stylize_pairs
-    from .common import resolve_device
+    from ..inference.jobs import RunOptions
+    from ..inference.size import DEFAULT_MAX_PIXELS
 
     if args.size < 0:
         raise UserError("--size must be >= 0")
-    contents, styles = list_images(args.content), list_images(args.style)
-    model = load(args.checkpoint, device=resolve_device(args.device))
-    start = time.perf_counter()
-    report = stylize_pairs(model, contents, styles, args.output, size=args.size, seed=args.seed,
-                           shuffle=not args.no_shuffle, progress=not args.quiet,
-                           on_error=lambda msg: tqdm.write(f"mambast: skipped: {msg}", file=sys.stderr))
-    seconds = time.perf_counter() - start
-    n = len(report.written)
-    print(f"wrote {n} image{'s' * (n != 1)} to {args.output} in {seconds:.1f} s"
-          + (f"; {len(report.failed)} pair(s) failed" if report.failed else ""))
-    return 1 if report.failed else 0
+    if args.max_pixels is not None and args.max_pixels < 0:
+        raise UserError("--max-pixels must be >= 0 (0: no limit)")
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
+                             ("--jpeg-quality", args.jpeg_quality, 1)):
+        if value is not None and value < low:
+            raise UserError(f"{flag} must be >= {low}")
+    if args.jpeg_quality > 100:
+        raise UserError("--jpeg-quality must be <= 100")
+    workers = args.workers if args.workers is not None else (2 if device.type == "cuda" else 0)
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
+    return RunOptions(size=args.size, max_pixels=max_pixels, controls=controls_from_args(args),
+                      precision=args.precision, batch_size=args.batch_size, workers=workers, ext=args.ext,
+                      jpeg_quality=args.jpeg_quality, skip_existing=args.skip_existing, **extra)
+
+
+def report_line(report, output, seconds: float) -> str:
+    n, old = len(report.written), len(report.existing)
+    return (f"wrote {n} image{'s' * (n != 1)} to {output} in {seconds:.1f} s"
+            + (f"; {old} already there (skipped)" if old else "")
+            + (f"; {len(report.failed)} pair(s) failed" if report.failed else ""))
+
+
+def error_printer(rank: int):
+    from tqdm.auto import tqdm
+
+    prefix = f"[rank {rank}] " if rank else ""
+    return lambda msg: tqdm.write(f"{prefix}mambast: skipped: {msg}", file=sys.stderr)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..images import list_images
+    from ..inference.engine import draw_seed
+    from ..inference.jobs import check_output_dir, run_jobs
+    from ..inference.sharding import Dist
+    from ..inference.worklist import find_conflicts, named, pair_jobs
+    from ..io import load
+    from .common import resolve_device
+
+    out = Path(args.output).expanduser()
+    controls = controls_from_args(args)
+    dist = Dist.from_env(resolve_device(args.device))
+    try:
+        options = run_options(args, dist.device, progress=not args.quiet, on_error=error_printer(dist.rank))
+        check_output_dir(out)  # nothing can be written at all: one line, exit 2, before any work
+        contents = named(list_images(args.content, exclude=out), args.content)
+        styles = [n for root in args.style for n in named(list_images(root, exclude=out), root)]
+        mix = controls.style_weights is not None or controls.mask is not None
+        if controls.style_weights is not None:
+            controls.normalised_weights(len(styles))  # one weight per style, or one line now
+        model = load(args.checkpoint, device=dist.device)
+        start = time.perf_counter()
+        jobs = pair_jobs(contents, styles, ext=options.ext, mix=mix, seed=controls.seed, shuffle=controls.shuffle,
+                         draw=draw_seed)
+        inputs = {n.path.resolve() for n in [*contents, *styles]}
+        report = run_jobs(model, jobs, out, options, dist=dist, refused=find_conflicts(jobs, out, inputs))
+        if dist.rank == 0:
+            print(report_line(report, args.output, time.perf_counter() - start))
+        return 1 if report.failed else 0
+    finally:
+        dist.close()

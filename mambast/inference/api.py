@@ -3,19 +3,16 @@ A thin wrapper over the inference engine (`mambast.inference.Stylizer`); folder 
 
 from __future__ import annotations
 
-import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from tqdm.auto import tqdm
 
-from ..errors import UserError
-from ..images import to_pil, to_tensor
 from ..model import MambaST
 from .controls import Controls
-from .engine import ImageLike, Stylizer
+from .engine import ImageLike, Stylizer, draw_seed
 from .naming import output_name
 
 __all__ = ["stylize", "stylize_pairs", "StylizeReport", "output_name"]
@@ -25,18 +22,19 @@ def stylize(model: MambaST, content: ImageLike, style: ImageLike | Sequence[Imag
             seed: int | None = None, shuffle: bool = True, *, alpha: float = 1.0,
             style_weights: Sequence[float] | None = None, preserve_color: str | None = None,
             style_size: int | None = None, mask: ImageLike | None = None,
-            max_pixels: int | None = None) -> Image.Image:
+            max_pixels: int | None = None, precision: str = "fp32") -> Image.Image:
     """Stylize one content; returns an RGB PIL image of the (resized) content's size.
 
     style: one image, or several mixed by `style_weights` or spread over the regions of `mask`. Controls:
     see `mambast.inference.Controls` (alpha, style_weights, preserve_color, style_size, mask, shuffle, seed).
     max_pixels: refuse a planned content size above this (None: the engine's default limit).
+    precision: "fp32", "bf16" or "fp16" (autocast; the scan stays float32).
     """
     controls = Controls(alpha=alpha, style_weights=None if style_weights is None else tuple(style_weights),
                         preserve_color=preserve_color, style_size=style_size, mask=mask, shuffle=shuffle,
                         seed=seed)
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
-    return Stylizer(model, size=size, **kwargs).stylize(content, style, controls)
+    return Stylizer(model, size=size, precision=precision, **kwargs).stylize(content, style, controls)
 
 
 @dataclass
@@ -49,49 +47,32 @@ class StylizeReport:
 
 def stylize_pairs(model: MambaST, contents: list[Path], styles: list[Path], output_dir: str | Path,
                   size: int | None = 512, seed: int | None = None, shuffle: bool = True,
-                  progress: bool = True, on_error=None, controls: Controls | None = None) -> StylizeReport:
-    """Stylize every content x style pair into `output_dir/{content}_stylized_{style}.png`.
+                  progress: bool = True, on_error=None, controls: Controls | None = None,
+                  **options) -> StylizeReport:
+    """Stylize every content x style pair into `output_dir`: a thin wrapper over `mambast.inference.jobs`.
 
-    Each content and each style is encoded once (N + M encoder passes, not N x M). A bad input skips its
-    pairs (reason recorded, `on_error(message)` called) and the rest go on; inputs are never overwritten.
+    Outputs are `{content}_stylized_{style}.png`, in sub-folders mirroring the contents' paths below their
+    common folder (styles below theirs give `sub__stem`). Each content and style is encoded once; a bad
+    input or a failed write skips its pairs (reason recorded, `on_error(message)` called) and the rest go
+    on; inputs are never overwritten. options: the other `RunOptions` fields (batch_size, workers, ext,
+    skip_existing, precision, max_pixels, ...).
     """
+    from .jobs import RunOptions, run_jobs
+    from .worklist import find_conflicts, named, pair_jobs
+
     controls = controls or Controls(shuffle=shuffle, seed=seed)
-    engine = Stylizer(model, size=size, style_cache=max(16, len(styles)))
+    run = RunOptions(size=size, controls=controls, progress=progress, on_error=on_error, **options)
+    c_named, s_named = named(contents, _common_root(contents)), named(styles, _common_root(styles))
+    jobs = pair_jobs(c_named, s_named, ext=run.ext, seed=controls.seed, shuffle=controls.shuffle,
+                     draw=draw_seed)
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    inputs = {Path(p).resolve() for p in [*contents, *styles]}
-    report, seen = StylizeReport(), set()
+    refused = find_conflicts(jobs, out, {Path(p).resolve() for p in [*contents, *styles]})
+    report = run_jobs(model, jobs, out, run, refused=refused)
+    return StylizeReport(written=report.written, failed=report.failed)
 
-    def fail(pair: str, reason: str):
-        report.failed.append((pair, reason))
-        if on_error:
-            on_error(reason)
 
-    bar = tqdm(total=len(contents) * len(styles), desc="stylize", unit="img", disable=not progress)
-    with contextlib.closing(bar):
-        for content in contents:
-            try:
-                content_img = engine.prepare_content(content)
-                encoded = engine.encode_content(to_tensor(content_img)[None])
-            except UserError as e:
-                for style in styles:
-                    fail(output_name(content, style), str(e))
-                bar.update(len(styles))
-                continue
-            padded_hw = engine.grid(*content_img.size)
-            for style in styles:
-                name = output_name(content, style)
-                target = out / name
-                try:
-                    if target.resolve() in inputs:
-                        raise UserError(f"{target}: refusing to overwrite an input image")
-                    if name in seen:
-                        raise UserError(f"{target}: two inputs share this name (same file stems)")
-                    tokens = engine.style_tokens(style, padded_hw, controls, encoded.image[0])
-                    to_pil(engine.render(encoded, [tokens], controls)[0]).save(target)
-                    seen.add(name)
-                    report.written.append(target)
-                except UserError as e:
-                    fail(name, str(e))
-                bar.update(1)
-    return report
+def _common_root(files: Sequence[Path]) -> Path:
+    """The deepest folder holding every file (one file: that file, so its name is its relative name)."""
+    if len(files) == 1:
+        return Path(files[0])
+    return Path(os.path.commonpath([Path(f).absolute() for f in files])) if files else Path(".")

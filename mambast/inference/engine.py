@@ -5,6 +5,7 @@ calls it. Content and style are each encoded once; controls act in the fused tok
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..errors import UserError
 from ..images import load_image, to_pil, to_tensor
 from ..model import MambaST
 from ..model.mamba_st import pad_to_patches
@@ -23,6 +25,7 @@ from .masks import mask_labels, region_weights
 from .size import DEFAULT_MAX_PIXELS, fit_style, load_resized, padded_size, resize_short_side
 
 ImageLike = Image.Image | str | Path
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _open(image: ImageLike) -> Image.Image:
@@ -52,11 +55,16 @@ class Stylizer:
 
     model: a MambaST (eval mode is set); size: short side of the content in px (0/None: kept); max_pixels:
     refuse a planned content size above this many pixels (None: no limit); style_cache: how many style
-    encodings to keep (keyed by the style's path, or by the PIL object itself while it is alive).
+    encodings to keep (keyed by the style's path, or by the PIL object itself while it is alive);
+    precision: "fp32", or "bf16"/"fp16": the whole model under torch.autocast (on CUDA, and on CPUs with
+    BF16/AMX support), the selective scan's inputs and state kept in float32.
     """
 
     def __init__(self, model: MambaST, size: int | None = 512, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 style_cache: int = 16):
+                 style_cache: int = 16, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         self.model = model.eval()
         self.size, self.max_pixels = size, max_pixels
         param = next(model.parameters())
@@ -64,6 +72,13 @@ class Stylizer:
         self.patch = model.config.patch_size
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = style_cache
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The precision context every model call of the engine runs in (a no-op for fp32)."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     # ----- preparing inputs (PIL, size policy) --------------------------------------------------------------
     def prepare_content(self, content: ImageLike) -> Image.Image:
@@ -101,14 +116,16 @@ class Stylizer:
         """Encoded style (1, H/p, W/p, C), cached per (style, grid, style_size) unless colour-matched."""
         controls = controls or Controls()
         if controls.preserve_color == "match":
-            return self.model.encode_style(self.prepare_style(style, padded_hw, controls, content))
+            with self.autocast():
+                return self.model.encode_style(self.prepare_style(style, padded_hw, controls, content))
         key = (str(Path(style).resolve()) if isinstance(style, (str, Path)) else id(style), padded_hw,
                controls.style_size)
         hit = self._cache.get(key)
         if hit is not None and (not isinstance(style, Image.Image) or hit[0] is style):
             self._cache.move_to_end(key)
             return hit[1]
-        tokens = self.model.encode_style(self.prepare_style(style, padded_hw, controls))
+        with self.autocast():
+            tokens = self.model.encode_style(self.prepare_style(style, padded_hw, controls))
         self._cache[key] = (style, tokens)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -127,7 +144,8 @@ class Stylizer:
         """Content (B, 3, h, w) in [0, 1] -> its encoding, reusable for any number of styles."""
         content = content.to(self.device, self.dtype)
         padded = pad_to_patches(content, self.patch)
-        return EncodedContent(content, padded, self.model.encode_content(padded))
+        with self.autocast():
+            return EncodedContent(content, padded, self.model.encode_content(padded))
 
     @torch.inference_mode()
     def render(self, content: EncodedContent, styles: Sequence[Tensor], controls: Controls | None = None,
@@ -139,12 +157,20 @@ class Stylizer:
         same images as B single calls with those seeds. mask: overrides controls.mask (regions at (h, w)).
         """
         controls = controls or Controls()
-        model, (h, w) = self.model, content.image.shape[-2:]
         batch = content.image.shape[0]
         if not controls.shuffle:
             seeds = None
         elif seeds is None:
             seeds = [controls.seed if controls.seed is not None else draw_seed()] * batch
+        with self.autocast():
+            out = self._fuse_decode(content, styles, controls, seeds, mask)
+        if controls.preserve_color == "luminance":
+            out = keep_content_chroma(out, content.image)
+        return out.to(self.dtype)  # float32 (the model's dtype) whatever the precision
+
+    def _fuse_decode(self, content: EncodedContent, styles: Sequence[Tensor], controls: Controls,
+                     seeds: Sequence[int] | None, mask: ImageLike | None) -> Tensor:
+        model, (h, w) = self.model, content.image.shape[-2:]
         fused = None
         if controls.alpha > 0:
             weights = self._weights(controls, len(styles), mask, (h, w), content.padded.shape[-2:])
@@ -157,10 +183,7 @@ class Stylizer:
         if controls.alpha < 1:
             identity = model.fuse(content.tokens, model.encode_style(content.padded), self._generators(seeds))
             fused = identity if fused is None else controls.alpha * fused + (1 - controls.alpha) * identity
-        out = model.decode(fused)[..., :h, :w]
-        if controls.preserve_color == "luminance":
-            out = keep_content_chroma(out, content.image)
-        return out
+        return model.decode(fused)[..., :h, :w]
 
     def stylize_tensor(self, content: Tensor, styles: Sequence[Tensor], controls: Controls | None = None,
                        seeds: Sequence[int] | None = None, mask: ImageLike | None = None) -> Tensor:

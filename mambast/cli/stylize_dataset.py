@@ -1,0 +1,71 @@
+"""`mambast stylize-dataset`: a Stylized-ImageNet/COCO-style dataset: each content image with K styles drawn
+reproducibly at random, folder structure mirrored, a manifest; batched, sharded under torchrun, resumable."""
+
+from __future__ import annotations
+
+import time
+
+from .controls import add_control_arguments
+from .stylize import add_model_arguments, add_run_arguments, error_printer, report_line, run_options
+
+
+def register(sub) -> None:
+    p = sub.add_parser("stylize-dataset", help="stylize a dataset: each content with K random styles",
+                       description="Each content image of --content gets --styles-per-content styles drawn at "
+                                   "random from --style (reproducibly from --seed and the content's path, "
+                                   "whatever the number of processes); the content folder's sub-folders are "
+                                   "mirrored in --output and a manifest (content, style, output, seed) is "
+                                   "written. Runs under torchrun (one process per GPU); --skip-existing resumes.")
+    p.add_argument("--content", required=True, metavar="DIR", help="content folder (searched recursively)")
+    p.add_argument("--style", required=True, metavar="DIR", help="style folder (searched recursively)")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--styles-per-content", type=int, default=1, metavar="K",
+                   help="styles drawn for each content (default 1; distinct styles)")
+    p.add_argument("--name", choices=("content", "content-style"), default=None,
+                   help="output file name: the content's ('content', the default for K = 1) or "
+                        "{content}_stylized_{style} ('content-style', the default for K > 1)")
+    p.add_argument("--manifest", default="manifest.csv", metavar="NAME",
+                   help="manifest file in the output folder: .csv (default manifest.csv) or .jsonl")
+    add_model_arguments(p)
+    add_control_arguments(p, mixing=False)
+    add_run_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..images import list_images
+    from ..inference.jobs import check_output_dir, run_jobs
+    from ..inference.sharding import Dist
+    from ..inference.worklist import dataset_jobs, find_conflicts, named
+    from ..io import load
+    from .common import resolve_device
+
+    out = Path(args.output).expanduser()
+    if Path(args.manifest).name != args.manifest:
+        raise UserError(f"--manifest takes a file name (written in the output folder), got {args.manifest!r}")
+    dist = Dist.from_env(resolve_device(args.device))
+    try:
+        options = run_options(args, dist.device, progress=not args.quiet, on_error=error_printer(dist.rank),
+                              manifest=args.manifest)
+        check_output_dir(out)
+        for flag, root in (("--content", args.content), ("--style", args.style)):
+            if not Path(root).is_dir():
+                raise UserError(f"{flag} {root}: not a folder")
+        contents = named(list_images(args.content, exclude=out), args.content)
+        styles = named(list_images(args.style, exclude=out), args.style)
+        jobs = dataset_jobs(contents, styles, per_content=args.styles_per_content,
+                            seed=0 if args.seed is None else args.seed, ext=options.ext, name=args.name,
+                            shuffle=not args.no_shuffle)
+        model = load(args.checkpoint, device=dist.device)
+        start = time.perf_counter()
+        inputs = {n.path.resolve() for n in [*contents, *styles]}
+        report = run_jobs(model, jobs, out, options, dist=dist, refused=find_conflicts(jobs, out, inputs))
+        if dist.rank == 0:
+            print(report_line(report, args.output, time.perf_counter() - start)
+                  + (f"; manifest {out / args.manifest}" if len(jobs) > len(report.failed) else ""))
+        return 1 if report.failed else 0
+    finally:
+        dist.close()

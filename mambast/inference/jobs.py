@@ -1,0 +1,475 @@
+"""The folder/dataset runner: a work list (worklist.py) stylized in batches, sharded over processes, resumable.
+
+    report = run_jobs(model, jobs, output_dir, RunOptions(batch_size=8, workers=2))
+
+- Batches: jobs whose contents have the same padded grid (after the size policy; the same exact size when a
+  mask is used) are stylized together. Every job carries its own shuffle seed, so a batch gives the same
+  images (<= 1e-5) as one job at a time (`Stylizer.render(..., seeds=)`).
+- Inputs are decoded and resized in a torch DataLoader (`workers` processes; 0: in this process). Each
+  content and each style is decoded and encoded once while it stays in a small cache (content-major pair
+  lists encode N contents + M styles, not N x M): the cache is simulated when the batches are planned, so
+  the workers decode exactly what the model will need.
+- Outputs go to a background writer thread: atomic writes (`mambast.fs`: temp file + rename, never a
+  truncated file under the final name), PNG or JPEG. A write that fails skips that job; the run goes on.
+- Sharding (sharding.py): process `rank` of `world` takes jobs rank, rank + world, ...; `skip_existing`
+  leaves out jobs whose output exists (resume after a crash or preemption).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from ..fs import WriteError, atomic_write, atomic_write_text, ensure_dir
+from ..images import check_planned_size, image_size, load_image, load_resized, plan_size, to_pil, to_tensor
+from ..model import MambaST
+from ..model.mamba_st import padded_size
+from .colour import match_colour
+from .controls import Controls
+from .engine import DEFAULT_MAX_PIXELS, EncodedContent, Stylizer
+from .sharding import Dist
+from .size import fit_style
+from .worklist import EXTENSIONS, Job, check_ext, shard
+
+MANIFEST_FIELDS = ("content", "style", "output", "seed")
+
+
+@dataclass
+class RunOptions:
+    """How to run a work list. size/max_pixels/precision: as `Stylizer`; controls: as `Controls` (its seed is
+    not used: each job has its own); batch_size: jobs per model call; workers: DataLoader processes (0: decode
+    in this process); ext/jpeg_quality: output format; skip_existing: leave out jobs whose output exists;
+    manifest: file name (in the output folder) of a CSV (`.csv`) or JSON-lines (`.jsonl`) manifest, or None;
+    progress: a progress bar (rank 0 only); on_error(message): called for every skipped job."""
+
+    size: int | None = 512
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    controls: Controls = field(default_factory=Controls)
+    precision: str = "fp32"
+    batch_size: int = 1
+    workers: int = 0
+    ext: str = "png"
+    jpeg_quality: int = 95
+    skip_existing: bool = False
+    manifest: str | None = None
+    progress: bool = True
+    on_error: Callable[[str], None] | None = None
+
+    def __post_init__(self):
+        self.ext = check_ext(self.ext)
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise UserError(f"workers must be >= 0, got {self.workers}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise UserError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.manifest is not None and Path(self.manifest).suffix not in (".csv", ".jsonl"):
+            raise UserError(f"manifest must end in .csv or .jsonl, got {self.manifest!r}")
+
+
+@dataclass
+class JobReport:
+    """What a run did (all ranks together on rank 0): outputs written, jobs skipped because their output
+    existed, and (job description, reason) failures."""
+
+    written: list[Path] = field(default_factory=list)
+    existing: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------- planning
+
+
+@dataclass
+class _Batch:
+    """Jobs stylized together (one padded grid), with what the loader must decode for them: contents
+    (paths) and styles (cache keys) not in the model-side caches at that point."""
+
+    jobs: list[Job]
+    grid: tuple[int, int]
+    load_contents: list[Path]
+    load_styles: list[tuple]
+
+
+class _LRU:
+    """A least-recently-used set of keys; `touch` says whether a key was there. The planner and the runner
+    replay the same sequence of touches, so both know the same cache contents without talking."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.keys = capacity, OrderedDict()
+
+    def touch(self, key: Hashable) -> tuple[bool, list]:
+        """-> (hit, keys evicted by this touch)."""
+        if key in self.keys:
+            self.keys.move_to_end(key)
+            return True, []
+        self.keys[key] = None
+        evicted = []
+        while len(self.keys) > self.capacity:
+            evicted.append(self.keys.popitem(last=False)[0])
+        return False, evicted
+
+
+def _style_keys(job: Job, grid: tuple[int, int], controls: Controls) -> list[tuple]:
+    """One cache key per style of the job: (path, grid, style_size); colour-matched styles depend on the
+    content, so their key is unique to the job (never shared)."""
+    if controls.preserve_color == "match":
+        return [("match", job.index, i, s, grid) for i, s in enumerate(job.styles)]
+    return [(s, grid, controls.style_size) for s in job.styles]
+
+
+def _plan(jobs: Sequence[Job], engine: Stylizer, options: RunOptions, caches: tuple[int, int],
+          fail: Callable[[Job, str], None]) -> list[_Batch]:
+    """Group jobs into batches of one padded grid (exact size with a mask), in order of first appearance,
+    and mark what each batch must load. Sizes come from image headers (no decoding); a content that cannot
+    be used (unreadable, over the pixel limit, under one patch) fails its jobs here."""
+    exact = options.controls.mask is not None
+    open_batches: dict[tuple, list[Job]] = {}
+    keyed: list[tuple[tuple[int, int], list[Job]]] = []
+    sizes: dict[Path, tuple] = {}
+    for job in jobs:
+        if job.content not in sizes:
+            try:
+                w, h = plan_size(*image_size(job.content), options.size)
+                check_planned_size(job.content, w, h, options.max_pixels, patch=engine.patch)
+                sizes[job.content] = ((h, w), padded_size(h, w, engine.patch, str(job.content)))
+            except UserError as e:
+                sizes[job.content] = str(e)
+        size = sizes[job.content]
+        if isinstance(size, str):
+            fail(job, size)
+            continue
+        key = size[0] if exact else size[1]
+        group = open_batches.setdefault(key, [])
+        group.append(job)
+        if len(group) == options.batch_size:
+            keyed.append((size[1], open_batches.pop(key)))
+    keyed += [(sizes[g[0].content][1], g) for g in open_batches.values()]
+    content_lru, style_lru = _LRU(caches[0]), _LRU(caches[1])
+    batches = []
+    for grid, group in keyed:
+        contents = [j.content for j in group if not content_lru.touch(j.content)[0]]
+        styles = [k for j in group for k in _style_keys(j, grid, options.controls) if not style_lru.touch(k)[0]]
+        batches.append(_Batch(group, grid, list(dict.fromkeys(contents)), list(dict.fromkeys(styles))))
+    return batches
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+class _Loads(Dataset):
+    """Decodes what batch i needs, in a DataLoader worker: {"contents": {path: (3, h, w) | error},
+    "styles": {key: (3, H, W) | error}} (errors as one-line strings: a bad file fails only its jobs)."""
+
+    def __init__(self, batches: list[_Batch], size: int | None, max_pixels: int | None, patch: int,
+                 controls: Controls):
+        self.batches, self.size, self.max_pixels, self.patch = batches, size, max_pixels, patch
+        self.controls = controls
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def _content(self, path: Path) -> Tensor:
+        return to_tensor(load_resized(path, self.size, self.max_pixels, patch=self.patch))
+
+    def __getitem__(self, i: int) -> dict:
+        batch = self.batches[i]
+        contents = {p: _attempt(self._content, p) for p in batch.load_contents}
+        styles = {}
+        for key in batch.load_styles:
+            if key[0] == "match":  # ("match", job index, slot, path, grid): recoloured to its content
+                job = next(j for j in batch.jobs if j.index == key[1])
+                content = contents.get(job.content)
+                if content is None:
+                    content = _attempt(self._content, job.content)
+                styles[key] = content if isinstance(content, str) else _attempt(self._style, key[3], key[4],
+                                                                                 content)
+            else:
+                styles[key] = _attempt(self._style, key[0], key[1])
+        return {"contents": contents, "styles": styles}
+
+    def _style(self, path: Path, grid: tuple[int, int], content: Tensor | None = None) -> Tensor:
+        """As `Stylizer.prepare_style`: the style brought to the padded grid (H, W) -> (3, H, W)."""
+        x = to_tensor(fit_style(load_image(path), grid[1], grid[0], self.controls.style_size))
+        return x if content is None else match_colour(x, content)
+
+
+def _identity(x):
+    return x
+
+
+def _attempt(fn, *args):
+    try:
+        return fn(*args)
+    except UserError as e:
+        return str(e)
+
+
+# -------------------------------------------------------------------------------------------- writing
+
+
+class _Writer:
+    """A background thread writing outputs atomically (PNG/JPEG) while the model computes the next batch."""
+
+    def __init__(self, output_dir: Path, ext: str, jpeg_quality: int, fail: Callable[[Job, str], None],
+                 depth: int):
+        self.output_dir, self.format = output_dir, EXTENSIONS[ext]
+        self.options = {"quality": jpeg_quality} if self.format == "JPEG" else {}
+        self.fail, self.written = fail, []
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._loop, name="mambast-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, job: Job, image: Tensor) -> None:
+        self.queue.put((job, image))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def _loop(self) -> None:
+        while (item := self.queue.get()) is not None:
+            job, image = item
+            target = self.output_dir / job.output
+            try:
+                ensure_dir(target.parent)
+                pil = to_pil(image)
+                atomic_write(target, lambda f, pil=pil: pil.save(f, format=self.format, **self.options))
+                self.written.append(job)
+            except WriteError as e:
+                self.fail(job, str(e))
+            except Exception as e:  # noqa: BLE001 - an encoder error must not kill the writer thread
+                self.fail(job, f"{target}: cannot write ({type(e).__name__}: {e})".splitlines()[0])
+
+
+# --------------------------------------------------------------------------------------------- running
+
+
+class _Runner:
+    """One process's share: plans, loads, stylizes and writes its jobs."""
+
+    def __init__(self, model: MambaST, output_dir: Path, options: RunOptions, fail: Callable[[Job, str], None]):
+        self.options, self.output_dir, self.fail = options, output_dir, fail
+        self.engine = Stylizer(model, size=options.size, max_pixels=options.max_pixels,
+                               precision=options.precision)
+        self.contents: dict[Path, EncodedContent | str] = {}
+        self.styles: dict[tuple, Tensor | str] = {}
+
+    def _capacities(self, jobs: Sequence[Job]) -> tuple[int, int]:
+        """Cache sizes: contents B + 1 (a content-major list reuses one content over consecutive batches);
+        styles: every distinct style of the run up to 128 (all pairs: each style encoded once per grid, as
+        long as they fit), at least 16, and always room for one batch's styles."""
+        b, per_job = self.options.batch_size, max((len(j.styles) for j in jobs), default=1)
+        distinct = len({s for j in jobs for s in j.styles})
+        return b + 1, min(max(16, distinct), 128) + b * per_job
+
+    def run(self, jobs: Sequence[Job], bar) -> list[Job]:
+        self.capacities = self._capacities(jobs)
+        self.content_lru, self.style_lru = _LRU(self.capacities[0]), _LRU(self.capacities[1])
+        batches = _plan(jobs, self.engine, self.options, self.capacities, self._fail_and_count(bar))
+        o = self.options
+        loads = _Loads(batches, o.size, o.max_pixels, self.engine.patch, o.controls)
+        loader = DataLoader(loads, batch_size=None, shuffle=False, num_workers=o.workers,
+                            collate_fn=_identity, prefetch_factor=2 if o.workers else None,
+                            persistent_workers=False)
+        writer = _Writer(self.output_dir, o.ext, o.jpeg_quality, self.fail, depth=2 * o.batch_size + 2)
+        try:
+            for batch, loaded in zip(batches, loader, strict=True):
+                self._batch(batch, loaded, writer)
+                bar.update(len(batch.jobs))
+        finally:
+            writer.close()
+        return writer.written
+
+    def _fail_and_count(self, bar):
+        def fail(job: Job, reason: str) -> None:
+            self.fail(job, reason)
+            bar.update(1)
+        return fail
+
+    @torch.inference_mode()
+    def _batch(self, batch: _Batch, loaded: dict, writer: _Writer) -> None:
+        engine, controls = self.engine, self.options.controls
+        self._encode_contents(loaded["contents"])
+        self._encode_styles(loaded["styles"])
+        ready, tokens = [], []
+        for job in batch.jobs:  # replay the planner's cache touches in its order
+            content = self._touch(self.content_lru, self.contents, job.content)
+            styles = [self._touch(self.style_lru, self.styles, k) for k in _style_keys(job, batch.grid, controls)]
+            error = next((x for x in (content, *styles) if isinstance(x, str)), None)
+            if error is not None:
+                self.fail(job, error)
+            else:
+                ready.append((job, content))
+                tokens.append(styles)
+        if not ready:
+            return
+        encoded = _stack([c for _, c in ready])
+        slots = [torch.cat([t[i] for t in tokens]) for i in range(len(tokens[0]))]  # (B, H/p, W/p, C) each
+        seeds = [job.seed for job, _ in ready] if controls.shuffle else None
+        try:
+            out = engine.render(encoded, slots, controls, seeds=seeds).float().cpu()  # (B, 3, h|H, w|W)
+        except UserError as e:  # e.g. a mask that does not fit the number of styles
+            for job, _ in ready:
+                self.fail(job, str(e))
+            return
+        for (job, content), image in zip(ready, out, strict=True):
+            h, w = content.image.shape[-2:]
+            writer.put(job, image[:, :h, :w])
+
+    def _touch(self, lru: _LRU, values: dict, key):
+        _, evicted = lru.touch(key)
+        value = values[key]
+        for k in evicted:
+            values.pop(k, None)
+        return value
+
+    def _encode_contents(self, loaded: dict) -> None:
+        """Encode the batch's newly loaded contents, grouped by size (one model call per size)."""
+        engine = self.engine
+        for path, x in loaded.items():
+            if isinstance(x, str):
+                self.contents[path] = x
+        by_size: dict[tuple, list] = {}
+        for path, x in loaded.items():
+            if not isinstance(x, str):
+                by_size.setdefault(tuple(x.shape[-2:]), []).append((path, x))
+        for group in by_size.values():
+            enc = engine.encode_content(torch.stack([x for _, x in group]))
+            for i, (path, _) in enumerate(group):
+                self.contents[path] = EncodedContent(enc.image[i:i + 1], enc.padded[i:i + 1], enc.tokens[i:i + 1])
+
+    def _encode_styles(self, loaded: dict) -> None:
+        """Encode the batch's newly loaded styles (one grid) in one model call."""
+        good = [(k, x) for k, x in loaded.items() if not isinstance(x, str)]
+        self.styles.update({k: x for k, x in loaded.items() if isinstance(x, str)})
+        if good:
+            engine = self.engine
+            with engine.autocast():
+                tokens = engine.model.encode_style(torch.stack([x for _, x in good]).to(engine.device, engine.dtype))
+            self.styles.update({k: tokens[i:i + 1] for i, (k, _) in enumerate(good)})
+
+
+def _stack(contents: list[EncodedContent]) -> EncodedContent:
+    """One batch from single encoded contents of one padded grid. Contents of different sizes are carried
+    padded (the render then covers the padded grid, cropped per job afterwards: the same pixels, since the
+    decoder sees the padded grid either way)."""
+    padded = torch.cat([c.padded for c in contents])
+    tokens = torch.cat([c.tokens for c in contents])
+    sizes = {tuple(c.image.shape[-2:]) for c in contents}
+    image = torch.cat([c.image for c in contents]) if len(sizes) == 1 else padded
+    return EncodedContent(image, padded, tokens)
+
+
+# ------------------------------------------------------------------------------------------- entry point
+
+
+def check_output_dir(output_dir: str | Path) -> Path:
+    """Create the output folder and prove a file can be written there; WriteError (one line) otherwise:
+    nothing could be written at all."""
+    out = ensure_dir(output_dir)
+    probe = out / f".mambast-write-test.{os.getpid()}"
+    try:
+        atomic_write_text(probe, "")
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return out
+
+
+def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, options: RunOptions | None = None,
+             dist: Dist | None = None, refused: dict[int, str] | None = None) -> JobReport:
+    """Stylize `jobs` (the whole work list, identical in every process) into `output_dir`.
+
+    This process does its shard (`dist`: rank/world; None: everything). refused: job index -> reason for jobs
+    that must not run (see `worklist.find_conflicts`), reported once. Returns the report of all processes
+    (complete on every rank). Raises WriteError if the output folder cannot be written at all.
+    """
+    options = options or RunOptions()
+    dist = dist or Dist()
+    out = Path(output_dir)
+    check_output_dir(out)
+    refused = refused or {}
+    failed: list[tuple[int, str, str]] = []
+    lock = threading.Lock()
+
+    def fail(job: Job, reason: str) -> None:
+        with lock:
+            failed.append((job.index, job.describe(), reason))
+        if options.on_error:
+            options.on_error(reason)
+
+    if dist.rank == 0:
+        for job in jobs:
+            if job.index in refused:
+                fail(job, refused[job.index])
+    mine = [j for j in shard(jobs, dist.rank, dist.world) if j.index not in refused]
+    existing = [j for j in mine if options.skip_existing and (out / j.output).exists()]
+    todo = [j for j in mine if not (options.skip_existing and (out / j.output).exists())]
+    bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=not options.progress or dist.rank != 0)
+    with contextlib.closing(bar):
+        written = _Runner(model, out, options, fail).run(todo, bar)
+    done = sorted(written + existing, key=lambda j: j.index)
+    if options.manifest:
+        _write_rank_manifest(out, options.manifest, dist, done)
+    parts = dist.gather((failed, [j.index for j in written], [j.index for j in existing]))
+    report = JobReport()
+    by_index = {j.index: j for j in jobs}
+    for part_failed, part_written, part_existing in parts:
+        report.failed += [(d, r) for _, d, r in sorted(part_failed)]
+        report.written += [out / by_index[i].output for i in part_written]
+        report.existing += [out / by_index[i].output for i in part_existing]
+    if options.manifest and dist.rank == 0:
+        _merge_manifests(out, options.manifest, dist.world)
+    dist.barrier()
+    return report
+
+
+def _manifest_rows(jobs: Sequence[Job]) -> list[dict]:
+    return [{"content": j.content_name, "style": "+".join(j.style_names), "output": j.output.as_posix(),
+             "seed": "" if j.seed is None else j.seed, "index": j.index} for j in jobs]
+
+
+def _rank_file(out: Path, manifest: str, rank: int) -> Path:
+    return out / f".{manifest}.rank{rank}.jsonl"
+
+
+def _write_rank_manifest(out: Path, manifest: str, dist: Dist, done: Sequence[Job]) -> None:
+    lines = "".join(json.dumps(r) + "\n" for r in _manifest_rows(done))
+    atomic_write_text(_rank_file(out, manifest, dist.rank), lines)
+
+
+def _merge_manifests(out: Path, manifest: str, world: int) -> None:
+    """Rank 0: the per-rank manifests merged in work-list order into `out/manifest` (CSV or JSON lines)."""
+    rows = []
+    for rank in range(world):
+        path = _rank_file(out, manifest, rank)
+        rows += [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+    rows.sort(key=lambda r: r.pop("index"))
+    if manifest.endswith(".jsonl"):
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        text = buf.getvalue()
+    atomic_write_text(out / manifest, text)
+    for rank in range(world):
+        with contextlib.suppress(OSError):
+            _rank_file(out, manifest, rank).unlink()
