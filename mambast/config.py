@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import UserError
+
+
+class FieldError(UserError):
+    """A bad value of named configuration fields: the message names the fields (a front-end maps them to its
+    own spelling, e.g. the CLI's `max_iter` -> `--max-iter`, with `fields`)."""
+
+    def __init__(self, message: str, *fields: str):
+        super().__init__(message)
+        self.fields = fields
 
 
 def dataclass_from_dict(cls, d: dict, what: str):
@@ -27,17 +36,19 @@ class MambaSTConfig:
     init: "official" (Xavier re-init of every >= 2-D parameter of the Mamba part, as published) or "mamba".
     """
 
-    d_model: int = 512
-    d_state: int = 16
-    expand: int = 2
-    dt_rank: int | None = None
-    patch_size: int = 8
-    content_layers: int = 3
-    style_layers: int = 3
-    decoder_layers: int = 3
-    drop_path: float = 0.1
-    cnn_channels: tuple[int, int, int] = (256, 128, 64)
-    init: str = "official"
+    d_model: int = field(default=512, metadata={"help": "token width C (paper: 512)"})
+    d_state: int = field(default=16, metadata={"help": "SSM state size N (paper: 16)"})
+    expand: int = field(default=2, metadata={"help": "d_inner = expand * d_model (paper: 2)"})
+    dt_rank: int | None = field(default=None, metadata={"help": "rank R of the step-size projection "
+                                                                "(default: ceil(d_model / 16))"})
+    patch_size: int = field(default=8, metadata={"help": "patch embedding stride, a power of two (paper: 8)"})
+    content_layers: int = field(default=3, metadata={"help": "VSS blocks of the content encoder (paper: 3)"})
+    style_layers: int = field(default=3, metadata={"help": "VSS blocks of the style encoder (paper: 3)"})
+    decoder_layers: int = field(default=3, metadata={"help": "ST-VSS blocks of the decoder (paper: 3)"})
+    drop_path: float = field(default=0.1, metadata={"help": "DropPath rate of the decoder blocks, in [0, 1)"})
+    cnn_channels: tuple[int, int, int] = field(default=(256, 128, 64),
+                                               metadata={"help": "widths of the CNN decoder stages"})
+    init: str = field(default="official", metadata={"help": "weight init: official or mamba"})
 
     def __post_init__(self):
         object.__setattr__(self, "cnn_channels", tuple(int(c) for c in self.cnn_channels))
@@ -46,21 +57,22 @@ class MambaSTConfig:
                   "decoder_layers": self.decoder_layers}
         for name, value in counts.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"{name} must be an integer >= 1, got {value!r}")
+                raise FieldError(f"{name} must be an integer >= 1, got {value!r}", name)
         if self.dt_rank is not None and (not isinstance(self.dt_rank, int) or self.dt_rank < 1):
-            raise UserError(f"dt_rank must be an integer >= 1 (or None for ceil(d_model / 16)), got {self.dt_rank!r}")
+            raise FieldError(f"dt_rank must be an integer >= 1 (or None for ceil(d_model / 16)), got {self.dt_rank!r}",
+                             "dt_rank")
         if not 0.0 <= self.drop_path < 1.0:
-            raise UserError(f"drop_path must be in [0, 1), got {self.drop_path!r}")
+            raise FieldError(f"drop_path must be in [0, 1), got {self.drop_path!r}", "drop_path")
         if min(self.cnn_channels, default=1) < 1:
-            raise UserError(f"cnn_channels must be >= 1, got {list(self.cnn_channels)}")
+            raise FieldError(f"cnn_channels must be >= 1, got {list(self.cnn_channels)}", "cnn_channels")
         p = self.patch_size
         if p < 2 or p & (p - 1):
-            raise UserError(f"patch_size must be a power of two >= 2, got {p}")
+            raise FieldError(f"patch_size must be a power of two >= 2, got {p}", "patch_size")
         if len(self.cnn_channels) != p.bit_length() - 1:
-            raise UserError(f"cnn_channels needs one width per x2 upsampling stage: {p.bit_length() - 1} "
-                            f"for patch_size {p}, got {len(self.cnn_channels)}")
+            raise FieldError(f"cnn_channels needs one width per x2 upsampling stage: {p.bit_length() - 1} "
+                            f"for patch_size {p}, got {len(self.cnn_channels)}", "cnn_channels", "patch_size")
         if self.init not in ("official", "mamba"):
-            raise UserError(f"init must be 'official' or 'mamba', got {self.init!r}")
+            raise FieldError(f"init must be 'official' or 'mamba', got {self.init!r}", "init")
 
     @property
     def d_inner(self) -> int:
@@ -82,14 +94,19 @@ class MambaSTConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> MambaSTConfig:
-        """A named configuration: "paper" (the published model) or "tiny" (small and fast, for tests/CPU)."""
+        """A named configuration from PRESETS: "paper" (the published model), "default" (the architecture of
+        the model bundled with the package, mambast/assets/default.safetensors) or "tiny" (tests/CPU)."""
         if name not in PRESETS:
             raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return replace(PRESETS[name], **overrides)
 
 
+# The one registry of model architectures. "default" must equal the config stored in the bundled
+# default.safetensors (tests/test_io_presets.py checks it): the CLI can fine-tune it with --init-from default.
 PRESETS: dict[str, MambaSTConfig] = {
     "paper": MambaSTConfig(),
+    "default": MambaSTConfig(d_model=128, d_state=16, content_layers=2, style_layers=2, decoder_layers=2,
+                             cnn_channels=(128, 64, 32), drop_path=0.0),
     "tiny": MambaSTConfig(d_model=64, d_state=8, content_layers=1, style_layers=1, decoder_layers=1,
                           cnn_channels=(64, 32, 16)),
 }

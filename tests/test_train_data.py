@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 
@@ -39,10 +38,10 @@ def test_find_images_nested_and_errors(tmp_path):
     _write_images(tmp_path / "c", 3)
     (tmp_path / "c" / "notes.txt").write_text("not an image")
     assert [p.name for p in find_images(tmp_path / "c", "content")] == ["im0.png", "im2.png", "im1.png"]
-    with pytest.raises(UserError, match="--content-dir .*no such folder"):
+    with pytest.raises(UserError, match="^content_dir .*no such folder"):
         find_images(tmp_path / "missing", "content")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="--style-dir: .*no images"):
+    with pytest.raises(UserError, match="^style_dir: .*no images"):
         find_images(tmp_path / "empty", "style")
 
 
@@ -92,7 +91,9 @@ def test_corrupt_images_are_skipped_and_reported(tmp_path):
         item = stream[p]
         assert item["content"].shape == (3, 32, 32) and torch.isfinite(item["content"]).all()
         bad.update(item["bad"])
-    assert {p.rsplit("/", 1)[-1] for p in bad} == {"garbage.jpg", "empty.png", "truncated.png"}
+    reasons = {entry.split(": ", 1)[0].rsplit("/", 1)[-1]: entry.split(": ", 1)[1] for entry in bad}
+    assert set(reasons) == {"garbage.jpg", "empty.png", "truncated.png"}
+    assert "empty file" in reasons["empty.png"] and all(reasons.values())  # each with its reason
 
 
 def test_all_unreadable_is_a_clear_error(tmp_path):
@@ -125,11 +126,9 @@ def test_resume_refuses_changed_settings(tmp_path):
     cfg = train_preset("tiny", size=32, load_size=48)
     write_run_config(tmp_path, cfg.to_dict())
     assert is_run_dir(tmp_path) and not is_run_dir(tmp_path / "nope")
-    ns = {k: None for k in ("content_dir", "style_dir", "vgg", "vgg_layout", "max_iter", "batch_size", "size",
-                            "load_size", "lr", "seed", "workers", "warmup", "schedule", "min_lr", "grad_clip",
-                            "amp", "log_every", "save_every", "sample_every", "keep_last", "device",
-                            "init_from")}
-    args = argparse.Namespace(**ns, resume=str(tmp_path), grad_checkpoint=None, allow_random_vgg=None)
+    from mambast.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--resume", str(tmp_path)])
     args.max_iter = 99
     assert build_config(args).max_iter == 99
     args.lr = 1.0

@@ -21,7 +21,7 @@ from ..config import MambaSTConfig
 from ..errors import UserError
 from ..fs import WriteError, atomic_write, describe_os_error, ensure_dir
 from ..model import MambaST
-from .state_dict import load_state_dict_strict, strip_wrapper_prefixes, torch_load_tensors, unwrap_model
+from .state_dict import first_line, load_state_dict_strict, strip_wrapper_prefixes, torch_load_tensors, unwrap_model
 
 PARTS = {"mamba": "mamba", "decoder": "cnn_decoder", "embedding": "patch_embed"}  # file tag -> submodule
 
@@ -122,11 +122,13 @@ def _save_published(state: dict[str, torch.Tensor], path: Path) -> None:
     try:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
             staged = Path(tmp) / path.name
-            torch.save(state, staged)
+            try:
+                torch.save(state, staged)
+            except RuntimeError as e:  # torch reports a full disk as "[enforce fail at inline_container.cc ...]"
+                full = shutil.disk_usage(tmp).free < (1 << 20)
+                raise WriteError(f"{path}: cannot write "
+                                 f"({'no space left on the device' if full else first_line(e, 120)})") from None
             with open(staged, "rb") as src:
                 atomic_write(path, lambda f: shutil.copyfileobj(src, f, 1 << 20))
     except OSError as e:
         raise WriteError(f"{path}: cannot write ({describe_os_error(e)})") from None
-    except RuntimeError as e:  # torch.save reports a full disk as RuntimeError("[enforce fail ...")
-        raise WriteError(f"{path}: cannot write ({str(e).splitlines()[0][:120] if str(e) else 'RuntimeError'})") \
-            from None

@@ -53,6 +53,35 @@ def torch_load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+class _WriteRecorder:
+    """A file object that remembers the OSError its write raised (torch.save turns it into a RuntimeError)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def torch_save(obj, f) -> None:
+    """torch.save(obj, f) into an open binary file, re-raising the file's own OSError (ENOSPC: "no space left")
+    instead of torch's "[enforce fail at inline_container.cc ...]" RuntimeError; for `mambast.fs.atomic_write`."""
+    recorder = _WriteRecorder(f)
+    try:
+        torch.save(obj, recorder)
+    except RuntimeError:
+        if recorder.error is not None:
+            raise recorder.error from None
+        raise
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The model inside torch.compile (`_orig_mod`) and DataParallel / DistributedDataParallel (`module`)
     wrappers, however nested."""

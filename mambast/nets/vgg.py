@@ -319,7 +319,9 @@ def save_vgg(path: str | Path, state_dict: Mapping[str, Tensor], layout: str, in
         raise VGGWeightsError(f"unknown VGG input {input_norm!r}; choose one of {', '.join(INPUTS)}")
     prefix = _build_layout(layout).prefix
     selected = {prefix + k: v.contiguous() for k, v in _select_weights(state_dict, layout).items()}
+    from ..io.state_dict import torch_save  # the file's own OSError (full disk) instead of torch's RuntimeError
+
     doc = {"layout": layout, "input": input_norm, "state_dict": selected}
     path = Path(path).expanduser()
     ensure_dir(path.parent)
-    atomic_write(path, lambda f: torch.save(doc, f))  # WriteError naming the path on a full disk
+    atomic_write(path, lambda f: torch_save(doc, f))  # WriteError naming the path on a full disk

@@ -19,8 +19,6 @@ import json
 import re
 from pathlib import Path
 
-import torch
-
 from ..fs import atomic_write, atomic_write_text, ensure_dir
 from ..io.run import (
     CHECKPOINT_FORMAT,
@@ -32,6 +30,7 @@ from ..io.run import (
     load_run_model,
     read_run_config,
 )
+from ..io.state_dict import torch_save
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -66,7 +65,7 @@ def save_checkpoint(run_dir: str | Path, state: dict, keep_last: int = 3) -> Pat
     folder = ensure_dir(Path(run_dir) / "checkpoints")
     path = folder / f"step_{int(state['step']):08d}.pt"
     state = {"format": CHECKPOINT_FORMAT, "version": 1, **state}
-    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch_save(state, f))
     for _, old in list_checkpoints(run_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
     return path

@@ -8,7 +8,8 @@ restarts and resumes cannot change it, and the data-order position of a run is s
 
 Step t of rank r (of W ranks) with batch B reads positions (t W + r) B ... (t W + r) B + B - 1, so the
 ranks read disjoint shards of the one stream. Unreadable files are replaced by the next readable image
-of the same permutation and reported (the loop counts them); they never stop a run.
+of the same permutation and reported with their reason ("PATH: why"; the loop counts them); they never stop
+a run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..config import FieldError
 from ..errors import UserError
 from ..images import ImageError, list_images, load_image, to_tensor
 
@@ -43,16 +45,18 @@ def mix_seed(*parts: int) -> int:
 
 
 def find_images(folder: str | Path, role: str) -> list[Path]:
-    """Every image file under `folder` (flat or nested, sorted); one-line UserError if there is none."""
+    """Every image file under `folder` (flat or nested, sorted); one-line FieldError naming the config field
+    (`content_dir` / `style_dir`) when it is missing or holds no image."""
+    name = f"{role}_dir"
     if not folder:
-        raise UserError(f"no {role} folder given (--{role}-dir DIR)")
+        raise FieldError(f"no {name} given (a folder of {role} images)", name)
     path = Path(folder).expanduser()
     if not path.is_dir():
-        raise UserError(f"--{role}-dir {path}: no such folder")
+        raise FieldError(f"{name} {path}: no such folder", name)
     try:
         return list_images(path)
     except UserError as e:
-        raise UserError(f"--{role}-dir: {e}") from None
+        raise FieldError(f"{name}: {e}", name) from None
 
 
 class PairStream(Dataset):
@@ -87,8 +91,10 @@ class PairStream(Dataset):
             path = paths[int(perm[(position + k) % n])]
             try:
                 return load_image(path, size_hint=(self.load_size, self.load_size))  # JPEG: draft decode
-            except (ImageError, OSError):
-                bad.append(path)
+            except ImageError as e:  # its one line names the file and the reason (corrupt, too large, ...)
+                bad.append(str(e) if str(e).startswith(path) else f"{path}: {e}")
+            except OSError as e:
+                bad.append(f"{path}: {e.strerror or e}")
         raise UserError(f"{min(n, MAX_RETRIES)} {kind} images in a row are unreadable (e.g. {bad[-1]})")
 
     def _transform(self, img: Image.Image, kind: int, position: int) -> Tensor:

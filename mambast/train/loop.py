@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
+from ..config import FieldError
 from ..errors import UserError
 from ..model import MambaST
 from ..model.blocks import STVSSBlock, VSSBlock
@@ -30,6 +34,7 @@ from .checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    remove_stale_temp_files,
     save_checkpoint,
     write_run_config,
 )
@@ -104,6 +109,7 @@ class _Run:
         contents = find_images(cfg.content_dir, "content")
         styles = find_images(cfg.style_dir, "style")
         self.vgg = load_vgg(cfg.vgg, cfg.vgg_layout, allow_random=cfg.allow_random_vgg, device=ctx.device)
+        self.loss_network = _loss_network_id(cfg, self.vgg)
         if cfg.vgg is None and ctx.is_main:
             warnings.warn("training against a randomly initialised VGG (allow_random_vgg): for tests only",
                           UserWarning, stacklevel=3)
@@ -128,23 +134,18 @@ class _Run:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     def _init_from(self, path: str) -> None:
-        """Fine-tuning: copy the weights of a published folder, .safetensors file or run directory."""
-        from ..io import load
+        """Fine-tuning: copy the weights of a published folder, .safetensors file or run directory (the run's
+        architecture was taken from that file by `train`, see `init_source_config`)."""
         from ..io.state_dict import load_state_dict_strict
 
-        source = load(path, device="cpu").state_dict()
-        try:
-            load_state_dict_strict(self.model, source, "weights")
-        except UserError as e:
-            mine = self.cfg.model_config()
-            raise UserError(f"--init-from {path}: its architecture differs from the {self.cfg.preset!r} preset's "
-                            f"(d_model {mine.d_model}); pick the matching --preset ({e})") from None
+        load_state_dict_strict(self.model, _load_init(path).state_dict(), f"init_from {path}")
 
     def _resume(self) -> None:
         path = latest_checkpoint(self.run_dir)
         if path is None:
             raise UserError(f"--resume {self.run_dir}: the run has no checkpoint yet")
         state = load_checkpoint(path, map_location="cpu")
+        _check_resumable(state, self.cfg, self.ctx, self.loss_network, path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
@@ -164,7 +165,16 @@ class _Run:
                     "per_rank": rng},
             "data": {"position": self.step, "world_size": self.ctx.world_size,
                      "batch_size": self.cfg.batch_size, "bad_files": bad_files},
+            "loss_network": self.loss_network,
         }
+
+    def _diverged(self, what: str) -> FieldError:
+        """The one-line stop for a non-finite loss or gradient: the run's checkpoints hold finite weights (the
+        update was not applied); a new run can start from the latest with other settings."""
+        where = (f"its latest checkpoint {self.checkpoint.name} holds finite weights: start a new run from it "
+                 f"with init_from {self.run_dir} and a lower lr or a grad_clip (resuming keeps this run's "
+                 "settings)") if self.checkpoint else "lower lr or set grad_clip"
+        return FieldError(f"{what} at step {self.step}; {where}", "init_from", "lr", "grad_clip")
 
     def train_step(self, batch: dict) -> tuple[dict[str, float], dict]:
         cfg, ctx = self.cfg, self.ctx
@@ -177,11 +187,13 @@ class _Run:
             terms, images = loss_terms(self.net, self.vgg, content, style, cfg.style_shuffle, shuffles)
             loss = total_loss({k: v.float() for k, v in terms.items()}, cfg.weights())
         if not math.isfinite(loss.item()):
-            raise UserError(f"the loss became {loss.item()} at step {self.step}; lower --lr or set --grad-clip")
+            raise self._diverged(f"the loss became {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        if not math.isfinite(norm.item()):  # stop before the step: the weights (and checkpoints) stay finite
+            raise self._diverged(f"the gradients became {norm.item()}")
         self.optimizer.step()
         self.step += 1
         values = {k: terms[k].item() for k in LOSS_NAMES}
@@ -196,7 +208,8 @@ def _save(run: _Run) -> Path | None:
     rng = _gather_rng(run.ctx)
     if not run.ctx.is_main:
         return None
-    return save_checkpoint(run.run_dir, run.state(bad, rng), run.cfg.keep_last)
+    run.checkpoint = save_checkpoint(run.run_dir, run.state(bad, rng), run.cfg.keep_last)
+    return run.checkpoint
 
 
 def _gather_rng(ctx: DistContext) -> list[dict]:
@@ -226,13 +239,88 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     run_dir = Path(run_dir).expanduser()
     if not resume:
         _check_new_run_dir(run_dir)
+        if cfg.init_from:  # fine-tuning: the architecture is the init_from file's, whatever the preset says
+            cfg = cfg.replace(model=init_source_config(cfg.init_from).to_dict())
     is_rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the run folder's lock
-    with run_lock(run_dir) if is_rank0 else contextlib.nullcontext():
+    with run_lock(run_dir) if is_rank0 else contextlib.nullcontext(), _sigterm_as_interrupt():
+        if is_rank0:
+            remove_stale_temp_files(run_dir)  # what a killed save left (the lock says no writer is alive)
         ctx = init_distributed(cfg.device)
         try:
             return _train(cfg, run_dir, ctx, resume, progress)
         finally:
             shutdown(ctx)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during training: handled like Ctrl-C (a checkpoint is saved, then the run stops)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM (kill, a batch scheduler's stop, `timeout`) into `Terminated` for the duration, so the run
+    saves its step like Ctrl-C. Only in the main thread (signal handlers can only be set there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _load_init(path: str):
+    """The model of an init_from path: a published folder, .safetensors file, run folder, or "default" (the
+    bundled model, when no such path exists)."""
+    from ..io import load
+
+    return load(None if path == "default" and not Path(path).exists() else path, device="cpu")
+
+
+def init_source_config(path: str):
+    """The MambaSTConfig of an init_from path (see `_load_init`), DropPath kept from the file."""
+    return _load_init(path).config
+
+
+def _loss_network_id(cfg: TrainConfig, vgg: nn.Module) -> dict:
+    """What identifies the loss network of a run: its layout and the SHA-256 of its weights file."""
+    sha = None
+    if cfg.vgg:
+        digest = hashlib.sha256()
+        with open(cfg.vgg, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        sha = digest.hexdigest()
+    return {"layout": str(getattr(vgg, "layout", cfg.vgg_layout)), "sha256": sha}
+
+
+def _check_resumable(state: dict, cfg: TrainConfig, ctx: DistContext, loss_network: dict, path: Path) -> None:
+    """Refuse a resume that would silently change the run (world size, loss network); warn when a longer
+    max_iter restarts a decaying schedule."""
+    data = state.get("data", {})
+    saved_world = int(data.get("world_size", ctx.world_size))
+    if saved_world != ctx.world_size:
+        raise UserError(f"{path}: this run was trained by {saved_world} process(es), not {ctx.world_size}: resuming "
+                        "would change the global batch and the data order; resume with the same number, or start "
+                        f"a new run from it (init_from {path.parent.parent})")
+    saved_net = state.get("loss_network")
+    if saved_net and saved_net.get("sha256") and loss_network.get("sha256") != saved_net["sha256"]:
+        raise FieldError(f"{path}: the vgg file given ({loss_network.get('sha256') or 'none'}) is not the loss "
+                         f"network this run was trained with (sha256 {saved_net['sha256']}, layout "
+                         f"{saved_net.get('layout')}); give that file, or start a new run", "vgg")
+    old = state.get("config", {})
+    old_max = int(old.get("max_iter", cfg.max_iter))
+    if cfg.max_iter != old_max and cfg.schedule != "constant":
+        step = int(state["step"])
+        before = lr_at(step, TrainConfig.from_dict({**old, "max_iter": old_max}))
+        warnings.warn(f"max_iter {old_max} -> {cfg.max_iter} changes the {cfg.schedule} schedule: the learning "
+                      f"rate at step {step} goes from {before:.3g} to {lr_at(step, cfg):.3g}", UserWarning,
+                      stacklevel=4)
 
 
 def _train(cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool, progress: bool) -> TrainResult:
@@ -267,10 +355,11 @@ def _train(cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool, prog
                 save_sample_grid(run_dir, step, images)
             if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_iter:
                 saved = _save(run) or saved
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
         if not ctx.distributed and run.step > start:
             saved = _save(run)
-            bar.write(f"interrupted: saved {saved}; continue with --resume {run_dir}")
+            why = "terminated" if isinstance(stop, Terminated) else "interrupted"
+            bar.write(f"{why}: saved {saved}; continue with `mambast train --resume {run_dir}`")
         raise
     finally:
         bar.close()
@@ -283,7 +372,8 @@ _SHORT = {"content": "c", "style": "s", "identity1": "id1", "identity2": "id2", 
 
 
 def _note_bad(run: _Run, bad: list[str], bar: tqdm) -> None:
-    for path in bad:
-        if path not in run.bad:
-            run.bad.add(path)
-            bar.write(f"skipping unreadable image {path} ({len(run.bad)} skipped so far)")
+    """Report each newly skipped image once, with its reason ("PATH: why")."""
+    for entry in bad:
+        if entry not in run.bad:
+            run.bad.add(entry)
+            bar.write(f"skipping image {entry} ({len(run.bad)} skipped so far)")
