@@ -68,12 +68,15 @@ def _exclusions(exclude: str | Path | Iterable[str | Path] | None) -> set[Path]:
     return {Path(p).expanduser().resolve() for p in items}
 
 
-def _is_excluded(path: Path, excluded: set[Path]) -> bool:
-    """True if `path` (resolved: links followed) is an excluded path or lies inside an excluded folder."""
+def _is_excluded(child: Path, real_folder: Path, is_link: bool, excluded: set[Path]) -> bool:
+    """True if `child` of a listed folder (whose resolved path is `real_folder`) is excluded: its real path is an
+    excluded path or, for a link, lies inside an excluded folder (a listed folder never does)."""
     if not excluded:
         return False
+    if not is_link:
+        return real_folder / child.name in excluded
     try:
-        real = path.resolve()
+        real = child.resolve()
     except (OSError, RuntimeError):  # a link loop: nothing to read there anyway
         return True
     return real in excluded or any(parent in excluded for parent in real.parents)
@@ -84,11 +87,12 @@ def list_images(path: str | Path, exclude: str | Path | Iterable[str | Path] | N
 
     Inside a folder: names starting with "." (hidden files and folders: macOS `._*` AppleDouble files,
     `.ipynb_checkpoints`, `.git`...) are skipped; links to folders are followed, each real folder entered
-    once (no loops, no duplicates; by its own path when it has one below `path`); `exclude` (a path or several: folders and/or files, e.g. the output
-    folder of the run when it lies inside the input folder) is left out, wherever links lead, except a
-    folder holding `path` itself (then name the files to leave out); unreadable sub-folders are skipped.
-    The paths returned are spelled below `path` (links not resolved), so `relative_names(files, path)`
-    gives each one a unique name. The order is `sorted` (as `Path`s: by parts).
+    once (no loops, no duplicates; by its own path when it has one below `path`, else by the first link in
+    name order); unreadable sub-folders are skipped. `exclude` (a path or several: folders and/or files, e.g.
+    the output folder of the run when it lies inside the input folder) is left out wherever links lead,
+    except a folder holding `path` itself (then name the files to leave out). The paths returned are spelled
+    below `path` (links not resolved), so `relative_names(files, path)` gives each one a unique name. The
+    order is `sorted` (as `Path`s: by parts).
 
     Raises UserError (one line) if `path` does not exist or a folder holds no images.
     """
@@ -110,7 +114,8 @@ def list_images(path: str | Path, exclude: str | Path | Iterable[str | Path] | N
         try:
             st = folder.stat()
             entries = list(os.scandir(folder))
-        except OSError:
+            real_folder = folder.resolve() if excluded else folder
+        except (OSError, RuntimeError):
             continue
         if (st.st_dev, st.st_ino) in seen:  # a folder already listed (a link loop or a second link to it)
             continue
@@ -122,10 +127,10 @@ def list_images(path: str | Path, exclude: str | Path | Iterable[str | Path] | N
             try:
                 is_dir = entry.is_dir()  # follows links
                 is_file = not is_dir and entry.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS
-                is_link = is_dir and entry.is_symlink()
+                is_link = entry.is_symlink()
             except OSError:
                 continue
-            if (is_dir or is_file) and _is_excluded(child, excluded):
+            if (is_dir or is_file) and _is_excluded(child, real_folder, is_link, excluded):
                 continue
             if is_dir:
                 (linked if is_link else stack).append(child)
