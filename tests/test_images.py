@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -77,6 +78,26 @@ def test_truncated_and_missing(tmp_path):
         load_image(tmp_path / "t.png")
     with pytest.raises(ImageError, match="no such file"):
         load_image(tmp_path / "nope.png")
+
+
+def test_folder_and_unreadable_file_give_one_line(tmp_path):
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(ImageError, match=r"dir\.png: is a folder, not an image"):
+        load_image(tmp_path / "dir.png")
+    if os.geteuid() != 0:  # root reads anything
+        Image.new("RGB", (4, 4)).save(tmp_path / "locked.png")
+        (tmp_path / "locked.png").chmod(0)
+        with pytest.raises(ImageError, match=r"locked\.png: permission denied$"):
+            load_image(tmp_path / "locked.png")
+
+
+def test_loaded_images_are_plain_rgb(tmp_path):
+    """Whatever the file, the reader gives a fresh 8-bit RGB image that carries no profile or transparency key."""
+    img = Image.new("L", (4, 4), 7)
+    img.save(tmp_path / "t.png", transparency=7)
+    out = load_image(tmp_path / "t.png")
+    assert out.mode == "RGB" and "transparency" not in out.info and "icc_profile" not in out.info
+    assert np.asarray(out)[0, 0].tolist() == [255, 255, 255]  # the transparent grey is composited on white
 
 
 def test_list_images(tmp_path):
