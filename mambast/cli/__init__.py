@@ -10,7 +10,7 @@ import sys
 
 from ..errors import UserError
 
-SUBCOMMANDS = ("stylize", "stylize_dataset", "export", "train", "eval", "weights")
+SUBCOMMANDS = ("stylize", "stylize_dataset", "export", "train", "eval", "weights", "video", "ui")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,75 @@
+"""`mambast video`: stylize a video (or a folder of frames) without flicker."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    from ..video.stylize import DEFAULT_SEED, DEFAULT_STABILITY
+    from .controls import add_control_arguments
+
+    p = sub.add_parser(
+        "video", help="stylize a video or a folder of frames",
+        description="Stylize every frame of INPUT (a video file, or a folder of frames) into OUTPUT (.mp4, .m4v, "
+                    ".mov, .mkv: H.264 at the source's exact frame rate with its audio copied; or a folder: PNG "
+                    "frames). Stable by construction: the style is encoded once and the style shuffle uses one "
+                    f"seed (default {DEFAULT_SEED}) for the whole video; --stability adds a flow-guided blend. "
+                    "Needs pip install 'mambast[video]'.")
+    p.add_argument("input", metavar="INPUT", help="video file or folder of frames (sorted by name)")
+    p.add_argument("--style", required=True, metavar="FILE", help="style image")
+    p.add_argument("--output", required=True, metavar="OUT", help="output video (.mp4/.m4v/.mov/.mkv) or folder")
+    p.add_argument("--size", type=int, default=512,
+                   help="resize the frames' short side to N px (default 512); 0 keeps their size")
+    p.add_argument("--stability", type=float, default=DEFAULT_STABILITY, metavar="S",
+                   help="blend each output with the previous output warped by optical flow, 0..1 "
+                        f"(default {DEFAULT_STABILITY}; 0: off)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="B", help="frames per model call (default 4)")
+    p.add_argument("--fps", default=None, metavar="RATE",
+                   help="frame rate of a folder of frames, e.g. 25 or 30000/1001 (default 25; a video keeps its own)")
+    p.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="published-weights folder, .safetensors file or training run folder "
+                        "(default: the model bundled with the package)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_control_arguments(p, mixing=False)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..images import load_image
+    from ..inference import Stylizer
+    from ..io import load
+    from ..video.io import is_video_path, parse_rate, require_av
+    from .common import resolve_device
+    from .controls import controls_from_args
+
+    if args.size < 0:
+        raise UserError("--size must be >= 0")
+    if not 0 <= args.stability <= 1:
+        raise UserError(f"--stability must be in [0, 1], got {args.stability}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    require_av()
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        raise UserError("mambast video needs OpenCV: pip install 'mambast[video]'") from None
+    from ..video import stylize_video
+
+    rate = parse_rate(args.fps) if args.fps is not None else None
+    if rate is not None and not Path(args.input).is_dir():
+        raise UserError("--fps is for a folder of frames; a video keeps its own frame rate")
+    controls = controls_from_args(args)
+    style = load_image(args.style)  # checked (one line naming the file) before the model loads
+    model = load(args.checkpoint, device=resolve_device(args.device))
+    report = stylize_video(Stylizer(model, size=args.size or None), args.input, style, args.output, controls,
+                           batch_size=args.batch_size, stability=args.stability, rate=rate,
+                           progress=not args.quiet)
+    fps = report.frames / report.seconds if report.seconds > 0 else float("nan")
+    rate_text = f" at {report.rate} fps" if report.rate is not None and is_video_path(args.output) else ""
+    audio = ", audio copied" if report.audio else ""
+    print(f"wrote {report.frames} frames ({report.width} x {report.height}{rate_text}{audio}) to {args.output} "
+          f"in {report.seconds:.1f} s ({fps:.2f} frames/s)")
+    return 0

@@ -1,0 +1,13 @@
+"""Video stylization (`mambast video`; optional extra `mambast[video]`: PyAV and OpenCV).
+
+io.py         decode/encode with PyAV (exact rational frame rate, audio copied), frame folders in/out
+flow.py       DIS optical flow (OpenCV), warping, occlusion and motion-boundary masks
+stabilise.py  --stability: blend each output with the previous output warped by the flow
+stylize.py    the engine on a frame sequence: style encoded once, one shuffle seed, batched frames
+"""
+
+from .io import VideoError, VideoInfo, VideoReader, VideoWriter, parse_rate
+from .stylize import DEFAULT_SEED, DEFAULT_STABILITY, VideoReport, stylize_frames, stylize_video
+
+__all__ = ["DEFAULT_SEED", "DEFAULT_STABILITY", "VideoError", "VideoInfo", "VideoReader", "VideoReport",
+           "VideoWriter", "parse_rate", "stylize_frames", "stylize_video"]

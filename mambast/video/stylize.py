@@ -1,0 +1,121 @@
+"""Stylize a frame sequence with the engine (`mambast.inference.Stylizer`), stable by construction:
+
+- the style is encoded once per video (`Stylizer.style_tokens`, on the first frame's grid; with
+  preserve_color="match" it is recoloured to the first frame);
+- the style shuffle uses one fixed seed for every frame (controls.seed, default 0), so every frame sees the
+  same permutation of style tokens and the only frame-to-frame change comes from the content;
+- frames go through the model in batches of `batch_size`;
+- then, if `stability` > 0, the flow-guided temporal blend of `stabilise.Stabiliser`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..images import plan_size, to_tensor
+from ..inference import Controls, Stylizer
+from .io import FolderReader, FolderWriter, VideoError, VideoReader, VideoWriter, is_video_path
+from .stabilise import Stabiliser
+
+__all__ = ["DEFAULT_SEED", "DEFAULT_STABILITY", "VideoReport", "stylize_frames", "stylize_video", "video_controls"]
+
+DEFAULT_SEED = 0  # the shuffle seed of a video when none is given
+DEFAULT_STABILITY = 0.6  # benchmarks/video.py: the best trade-off (README "Video")
+
+
+def video_controls(controls: Controls | None) -> Controls:
+    """Controls with a fixed shuffle seed (DEFAULT_SEED unless one is given)."""
+    controls = controls or Controls()
+    return controls if controls.seed is not None else dataclasses.replace(controls, seed=DEFAULT_SEED)
+
+
+def _batches(items: Iterable, n: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def stylize_frames(stylizer: Stylizer, frames: Iterable[np.ndarray], style, controls: Controls | None = None,
+                   batch_size: int = 4, stability: float = DEFAULT_STABILITY) -> Iterator[np.ndarray]:
+    """RGB frames (H, W, 3) uint8 -> stylized frames (h, w, 3) uint8 at the stylizer's working size (every
+    frame at the first frame's size), lazily, in order. style: a path or PIL image; controls: see
+    `video_controls` (a fixed seed is filled in)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    controls = video_controls(controls)
+    stabiliser = Stabiliser(stability)
+    tokens, size = None, None
+    for batch in _batches(frames, batch_size):
+        images = [stylizer.prepare_content(Image.fromarray(f)) for f in batch]
+        size = size or images[0].size
+        images = [im if im.size == size else im.resize(size, Image.LANCZOS) for im in images]
+        x = torch.stack([to_tensor(im) for im in images])  # (B, 3, h, w) in [0, 1]
+        if tokens is None:
+            tokens = stylizer.style_tokens(style, stylizer.grid(*size), controls, x[0])
+        out = stylizer.render(stylizer.encode_content(x), [tokens], controls)  # (B, 3, h, w), one permutation
+        out = out.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()  # (B, h, w, 3)
+        for image, o in zip(images, out, strict=True):
+            o = stabiliser(np.asarray(image), o)
+            yield (o * 255.0 + 0.5).astype(np.uint8)
+
+
+@dataclass
+class VideoReport:
+    """What `stylize_video` did: frames written, output size (px), frame rate, audio copied, seconds."""
+
+    frames: int
+    width: int
+    height: int
+    rate: Fraction | None
+    audio: bool
+    seconds: float
+
+
+def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | Path,
+                  controls: Controls | None = None, batch_size: int = 4, stability: float = DEFAULT_STABILITY,
+                  rate: Fraction | None = None, progress: bool = True) -> VideoReport:
+    """Stylize a video file or a folder of frames into a video file (.mp4/.m4v/.mov/.mkv: H.264 at the source's
+    exact frame rate, audio copied) or a folder of PNG frames.
+
+    rate: frames/s of a frame-folder source (needed only for a video output; default 25). Errors: one-line
+    VideoError / ImageError (missing, corrupt, audio-only, unwritable output).
+    """
+    from tqdm.auto import tqdm
+
+    source, output = Path(source), Path(output)
+    reader = FolderReader(source, rate or Fraction(25)) if source.is_dir() else VideoReader(source)
+    with reader:
+        info = reader.info
+        width, height = plan_size(info.width, info.height, stylizer.size)
+        if is_video_path(output):
+            if info.rate is None:
+                raise VideoError(f"{source}: the frame rate is unknown; give it with rate")
+            writer = VideoWriter(output, info.rate, width, height, audio=reader.audio)
+        elif output.suffix and not output.is_dir():
+            raise VideoError(f"{output}: unsupported output type (use .mp4, .m4v, .mov, .mkv, or a folder for "
+                             "PNG frames)")
+        else:
+            writer = FolderWriter(output)
+        start = time.perf_counter()
+        with writer, tqdm(total=info.frames, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
+            frames = reader.frames(on_audio=writer.mux_audio)
+            for frame in stylize_frames(stylizer, frames, style, controls, batch_size, stability):
+                writer.write(frame)
+                bar.update(1)
+    return VideoReport(writer.frames_written, width - width % 2 if is_video_path(output) else width,
+                       height - height % 2 if is_video_path(output) else height, info.rate,
+                       reader.audio is not None and is_video_path(output), time.perf_counter() - start)
