@@ -1,0 +1,59 @@
+"""`mambast ui`: the web UI on this machine (a Gradio page; needs the `ui` extra)."""
+
+from __future__ import annotations
+
+from ..images import DEFAULT_MAX_PIXELS
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise ValueError(text)
+
+
+_bool.__name__ = "true/false"  # argparse names the type in its error line
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ui", help="a web page to stylize images (local; needs mambast[ui])",
+                       description="Serve a web page to stylize images with one model, on this machine. "
+                                   "Nothing is sent anywhere (Gradio analytics off; --share is opt-in).")
+    p.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="published-weights folder, .safetensors file or training run folder "
+                        "(default: the model bundled with the package)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: the network)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--share", type=_bool, default=False, metavar="true|false",
+                   help="also open a public link through Gradio's share servers (default false)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse content planned above N pixels (default {DEFAULT_MAX_PIXELS}; 0: no limit)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..io import load
+    from .common import resolve_device
+
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be in 1..65535, got {args.port}")
+    if args.max_pixels < 0:
+        raise UserError("--max-pixels must be >= 0 (0: no limit)")
+    try:
+        from ..ui.app import build_app, launch
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "gradio":
+            raise UserError("the web UI needs Gradio: pip install 'mambast[ui]'") from None
+        raise
+    model = load(args.checkpoint, device=resolve_device(args.device))
+    name = "the bundled default model" if args.checkpoint is None else f"the model {args.checkpoint}"
+    app = build_app(model, model_name=name, max_pixels=args.max_pixels or None)
+    shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
+    print(f"mambast ui: serving on http://{shown}:{args.port} (Ctrl-C stops)", flush=True)
+    launch(app, host=args.host, port=args.port, share=args.share)
+    return 0
