@@ -28,8 +28,8 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu",
     """
     if path is None:
         if not DEFAULT_WEIGHTS.exists():
-            raise UserError("no default model is bundled with this install; pass a checkpoint "
-                            "(--checkpoint PATH: a published-weights folder, a .safetensors file or a run folder)")
+            raise UserError("no default model is bundled with this install; give a checkpoint path (a "
+                            "published-weights folder, a .safetensors file or a training run folder)")
         path = DEFAULT_WEIGHTS
     path = Path(path).expanduser()
     if not path.exists():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import UserError
+from ..config import FieldError
 
 __all__ = ["DistContext", "init_distributed", "shutdown", "mean_over_ranks", "gather_lists"]
 
@@ -39,10 +39,13 @@ class DistContext:
 def _device(name: str, local_rank: int) -> torch.device:
     if name in ("auto", "", None):
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FieldError(f"device {name!r}: unknown (use auto, cpu, cuda or cuda:N)", "device") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available here")
+            raise FieldError(f"device {name}: CUDA is not available here", "device")
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
     return device

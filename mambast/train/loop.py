@@ -143,7 +143,7 @@ class _Run:
     def _resume(self) -> None:
         path = latest_checkpoint(self.run_dir)
         if path is None:
-            raise UserError(f"--resume {self.run_dir}: the run has no checkpoint yet")
+            raise UserError(f"{self.run_dir}: the run has no checkpoint yet (nothing to resume)")
         state = load_checkpoint(path, map_location="cpu")
         _check_resumable(state, self.cfg, self.ctx, self.loss_network, path)
         self.model.load_state_dict(state["model"])
@@ -225,8 +225,8 @@ def _gather_rng(ctx: DistContext) -> list[dict]:
 
 def _check_new_run_dir(run_dir: Path) -> None:
     if list_checkpoints(run_dir):
-        raise UserError(f"--out {run_dir} already holds a training run; continue it with --resume {run_dir} "
-                        "or choose another --out")
+        raise FieldError(f"{run_dir} already holds a training run; continue it with resume or choose another "
+                         "run folder", "resume")
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
