@@ -38,7 +38,7 @@ from ..errors import UserError
 from ..fs import WriteError, atomic_write, atomic_write_text, ensure_dir
 from ..images import check_planned_size, image_size, load_image, load_resized, plan_size, to_pil, to_tensor
 from ..model import MambaST
-from ..model.mamba_st import padded_size
+from ..model.mamba_st import pad_to_patches, padded_size
 from .colour import match_colour
 from .controls import Controls
 from .engine import DEFAULT_MAX_PIXELS, EncodedContent, Stylizer
@@ -340,19 +340,17 @@ class _Runner:
         return value
 
     def _encode_contents(self, loaded: dict) -> None:
-        """Encode the batch's newly loaded contents, grouped by size (one model call per size)."""
+        """Encode the batch's newly loaded contents (one padded grid, any exact sizes) in one model call:
+        each padded by the engine's own rule, as `Stylizer.encode_content` does."""
         engine = self.engine
-        for path, x in loaded.items():
-            if isinstance(x, str):
-                self.contents[path] = x
-        by_size: dict[tuple, list] = {}
-        for path, x in loaded.items():
-            if not isinstance(x, str):
-                by_size.setdefault(tuple(x.shape[-2:]), []).append((path, x))
-        for group in by_size.values():
-            enc = engine.encode_content(torch.stack([x for _, x in group]))
-            for i, (path, _) in enumerate(group):
-                self.contents[path] = EncodedContent(enc.image[i:i + 1], enc.padded[i:i + 1], enc.tokens[i:i + 1])
+        good = [(p, x.to(engine.device, engine.dtype)[None]) for p, x in loaded.items() if not isinstance(x, str)]
+        self.contents.update({p: x for p, x in loaded.items() if isinstance(x, str)})
+        if good:
+            padded = torch.cat([pad_to_patches(x, engine.patch) for _, x in good])  # (n, 3, H, W)
+            with engine.autocast():
+                tokens = engine.model.encode_content(padded)
+            for i, (path, x) in enumerate(good):
+                self.contents[path] = EncodedContent(x, padded[i:i + 1], tokens[i:i + 1])
 
     def _encode_styles(self, loaded: dict) -> None:
         """Encode the batch's newly loaded styles (one grid) in one model call."""
@@ -392,6 +390,28 @@ def check_output_dir(output_dir: str | Path) -> Path:
     return out
 
 
+def remove_stale_temp_files(output_dir: Path) -> int:
+    """Delete `.NAME.PID.tmp` files (mambast.fs's temp names) below `output_dir` whose writer is gone; -> count."""
+    removed = 0
+    for tmp in output_dir.rglob(".*.tmp"):
+        parts = tmp.name.rsplit(".", 2)
+        if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, options: RunOptions | None = None,
              dist: Dist | None = None, refused: dict[int, str] | None = None) -> JobReport:
     """Stylize `jobs` (the whole work list, identical in every process) into `output_dir`.
@@ -404,6 +424,10 @@ def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, option
     dist = dist or Dist()
     out = Path(output_dir)
     check_output_dir(out)
+    if options.skip_existing:  # a resumed run: remove the temp files a killed run left, before anyone writes
+        if dist.rank == 0:
+            remove_stale_temp_files(out)
+        dist.barrier()
     refused = refused or {}
     failed: list[tuple[int, str, str]] = []
     lock = threading.Lock()
