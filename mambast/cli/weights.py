@@ -35,10 +35,8 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_convert_hed(sub: argparse._SubParsersAction) -> None:
-    try:
-        from mambast.cli.weights_hed import add_convert_hed_parser
-    except ImportError:  # pragma: no cover - converter not installed in this tree
-        return
+    from mambast.cli.weights_hed import add_convert_hed_parser
+
     add_convert_hed_parser(sub)
 
 
@@ -59,9 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print every known file: name, present or not, flag, purpose, public home."""
+    from mambast.errors import UserError
     from mambast.metrics.weights import KNOWN, weights_dir
 
     folder = weights_dir(args.dir)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is a file, not a folder")
     print(f"weights folder: {folder}")
     for w in KNOWN.values():
         state = "present" if (folder / w.filename).is_file() else "missing"
