@@ -1,13 +1,15 @@
 """Colour management: an embedded ICC profile is converted to sRGB on load, checked against the colorimetry.
 
-The wide-gamut profiles are generated here (ICC v2 matrix/TRC profiles written byte by byte): Adobe RGB (1998)
-with its gamma 563/256, and Display P3 with the sRGB tone curve as a parametric curve. The expected sRGB values
+The profiles are generated here (ICC v2, written byte by byte): Adobe RGB (1998) with its gamma 563/256 and
+Display P3 with the sRGB tone curve as a parametric curve (matrix/TRC), a linear gray profile, and a CMYK
+printer profile (a lut16 table). The expected sRGB values
 are computed independently with numpy from the same primaries (no LittleCMS involved).
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 
 import numpy as np
@@ -50,8 +52,8 @@ def _desc(text: str) -> bytes:
     return b"desc\0\0\0\0" + struct.pack(">I", len(ascii_)) + ascii_ + b"\0" * (4 + 4 + 2 + 1 + 67)
 
 
-def icc_profile(space: bytes, tags: dict[bytes, bytes]) -> bytes:
-    """An ICC v2 display profile ('mntr', PCS XYZ) with the given tags."""
+def icc_profile(space: bytes, tags: dict[bytes, bytes], device_class: bytes = b"mntr") -> bytes:
+    """An ICC v2 profile (display 'mntr' or printer 'prtr', PCS XYZ) with the given tags."""
     table, data = [], b""
     offset = 128 + 4 + 12 * len(tags)
     for sig, body in tags.items():
@@ -59,7 +61,7 @@ def icc_profile(space: bytes, tags: dict[bytes, bytes]) -> bytes:
         table.append(struct.pack(">4sII", sig, offset + len(data), len(body)))
         data += body
     size = offset + len(data)
-    header = (struct.pack(">I4sI4s4s4s", size, b"\0" * 4, 0x02100000, b"mntr", space, b"XYZ ") + b"\0" * 12
+    header = (struct.pack(">I4sI4s4s4s", size, b"\0" * 4, 0x02100000, device_class, space, b"XYZ ") + b"\0" * 12
               + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + b"".join(_s15(c) for c in D50))
     header += b"\0" * (128 - len(header))
     return header + struct.pack(">I", len(tags)) + b"".join(table) + data
@@ -125,6 +127,45 @@ def test_gray_profile_and_16_bit(tmp_path):
     # a 16-bit gray PNG with the same profile: the bit depth is rescaled first, then the profile applied
     Image.fromarray(np.full((4, 4), 32896, np.uint16)).save(tmp_path / "g16.png", icc_profile=icc)
     assert np.abs(np.asarray(load_image(tmp_path / "g16.png"))[1, 1].astype(int) - want).max() <= 1
+
+
+# A printer CMYK profile: A2B0 as a 2-point lut16 whose corners are products of ink transmittances (linear sRGB)
+INKS = np.array([[0.0, 0.63, 0.9], [0.9, 0.0, 0.35], [1.0, 0.9, 0.0], [0.08, 0.08, 0.08]])  # C, M, Y, K
+
+
+def _inks_linear_rgb(amounts) -> np.ndarray:
+    """Linear sRGB of C, M, Y, K amounts in [0, 1], multilinear between the 16 corners (exact on edges)."""
+    rgb = np.ones(3)
+    for a, ink in zip(amounts, INKS, strict=True):
+        rgb = rgb * (1 - a + a * ink)
+    return rgb
+
+
+def cmyk_profile() -> bytes:
+    clut = b""
+    for corner in itertools.product((0, 1), repeat=4):  # C varies slowest, as the lut16 orders its grid
+        xyz = _inks_linear_rgb(corner) @ np.array(SRGB)
+        clut += b"".join(struct.pack(">H", round(v * 32768)) for v in xyz)  # v2 XYZ encoding: 1.0 = 0x8000
+    identity = struct.pack(">HH", 0, 65535)
+    matrix = b"".join(_s15(1.0 if i == j else 0.0) for i in range(3) for j in range(3))
+    lut = (b"mft2\0\0\0\0" + bytes([4, 3, 2, 0]) + matrix + struct.pack(">HH", 2, 2) + identity * 4 + clut
+           + identity * 3)
+    return icc_profile(b"CMYK", {b"desc": _desc("test CMYK"), b"wtpt": _xyz(D50), b"A2B0": lut}, b"prtr")
+
+
+@pytest.mark.parametrize("fmt", ["tif", "jpg"])
+def test_cmyk_profile_is_applied(tmp_path, fmt):
+    inks = [(255, 0, 0, 0), (0, 255, 0, 0), (0, 0, 255, 0), (0, 0, 0, 255), (255, 255, 0, 0), (0, 0, 0, 0),
+            (128, 0, 0, 0), (0, 0, 0, 128)]  # corners and two ramps (exact for any LittleCMS interpolation)
+    img = Image.new("CMYK", (len(inks), 1))
+    for i, v in enumerate(inks):
+        img.putpixel((i, 0), v)
+    img.save(tmp_path / f"c.{fmt}", icc_profile=cmyk_profile(), **({"quality": 100} if fmt == "jpg" else {}))
+    got = np.asarray(load_image(tmp_path / f"c.{fmt}"))[0].astype(int)
+    want = np.array([np.round(_srgb_oetf(_inks_linear_rgb(np.array(v) / 255)) * 255) for v in inks]).astype(int)
+    assert np.abs(got - want).max() <= (3 if fmt == "jpg" else 1), (got.tolist(), want.tolist())
+    naive = np.asarray(img.convert("RGB"))[0].astype(int)  # what a reader ignoring the profile gives
+    assert np.abs(naive - want).max() > 50
 
 
 def test_rgba_keeps_alpha_through_the_profile(tmp_path):
