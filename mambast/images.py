@@ -299,7 +299,7 @@ def _read(path: str | Path, need: Callable[[int, int], tuple[int, int] | None] |
         if need is not None:
             w, h = _displayed_size(img)
             wanted = need(w, h)
-            if wanted and img.format == "JPEG":
+            if wanted and img.format in ("JPEG", "MPO"):
                 img.draft(None, wanted if (w, h) == img.size else wanted[::-1])  # stored sides may be swapped
         img.load()
         return _to_rgb(ImageOps.exif_transpose(img))

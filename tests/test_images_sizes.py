@@ -104,6 +104,8 @@ def test_jpeg_draft_decodes_at_reduced_scale(tmp_path):
     assert load_image(tmp_path / "p.jpg", size_hint=96).size == (128, 96)  # 1/8
     assert load_image(tmp_path / "p.jpg", size_hint=(300, 100)).size == (512, 384)
     assert load_image(tmp_path / "p.jpg", size_hint=2000).size == (1024, 768)  # never upscaled by the reader
+    _smooth(1024, 768).save(tmp_path / "p.mpo", save_all=True, append_images=[_smooth(1024, 768)])  # phones' MPO
+    assert load_image(tmp_path / "p.mpo", size_hint=96).size == (128, 96)
     _smooth(1024, 768).save(tmp_path / "p.png")
     assert load_image(tmp_path / "p.png", size_hint=96).size == (1024, 768)  # other formats: full size
 
