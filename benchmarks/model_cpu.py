@@ -19,14 +19,20 @@ import sys
 import time
 
 
-def child(size: int, mode: str, repeats: int, backend: str) -> dict:
+def child(size: int, mode: str, repeats: int, backend: str, weights: str | None = None) -> dict:
     import torch
 
     from mambast import MambaST
     from mambast.model.ss2d import SS2DBase
 
     torch.manual_seed(0)
-    model = MambaST().eval()
+    if mode == "weights":  # another model (e.g. the bundled default) timed in the same run
+        from mambast.io import load
+
+        model = load(weights).eval()
+        mode = "full"
+    else:
+        model = MambaST().eval()
     if mode == "noscan":
         SS2DBase.scan = lambda self, u, dt_low, B, C: u  # the model with its scan removed
     else:
@@ -49,11 +55,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2, help="alternating full / no-scan processes per size")
     ap.add_argument("--backend", default="auto", help="scan backend of the full model")
+    ap.add_argument("--weights", default=None, help="also time this model file (full scan) against the paper model")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(int(args.child[0]), args.child[1], args.repeats, args.backend)))
+        print(json.dumps(child(int(args.child[0]), args.child[1], args.repeats, args.backend, args.weights)))
         return
     import torch
 
@@ -62,9 +69,9 @@ def main() -> None:
     for size in args.sizes:
         row = {}
         for _ in range(args.rounds):
-            for mode in ("full", "noscan"):
+            for mode in ("full", "noscan", *(("weights",) if args.weights else ())):
                 cmd = [sys.executable, __file__, "--child", str(size), mode, "--repeats", str(args.repeats),
-                       "--backend", args.backend]
+                       "--backend", args.backend, *(("--weights", args.weights) if args.weights else ())]
                 res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                 if mode not in row or res["seconds"] < row[mode]["seconds"]:
                     row[mode] = res
@@ -72,6 +79,10 @@ def main() -> None:
         results[str(size)] = row
         print(f"{size:>5} {row['full']['seconds']:>8.3f} {row['noscan']['seconds']:>10.3f} {row['ratio']:>6.2f} "
               f"{row['full']['peak_mb']:>13.0f}")
+        if args.weights:
+            row["weights_over_paper"] = row["weights"]["seconds"] / row["full"]["seconds"]
+            print(f"      {args.weights}: {row['weights']['seconds']:.3f} s, "
+                  f"{row['weights_over_paper']:.2f} x the paper model")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
