@@ -251,14 +251,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def _displayed_size(img: Image.Image) -> tuple[int, int]:
-    """(w, h) as displayed: the stored size with sides swapped for the 90-degree EXIF orientations."""
-    w, h = img.size
+def _rotated(img: Image.Image) -> bool:
+    """True if the EXIF orientation turns the image by 90 degrees (displayed sides = stored sides swapped)."""
     try:
-        rotated = img.getexif().get(_ORIENTATION) in _SWAPS_SIDES
-    except Exception:  # a corrupt EXIF block: Pillow's exif_transpose will ignore it too
-        rotated = False
-    return (h, w) if rotated else (w, h)
+        return img.getexif().get(_ORIENTATION) in _SWAPS_SIDES
+    except Exception:  # a corrupt EXIF block: the decode that follows reports it, or ignores it as Pillow does
+        return False
 
 
 @contextlib.contextmanager
@@ -297,10 +295,10 @@ def _read(path: str | Path, need: Callable[[int, int], tuple[int, int] | None] |
     path = Path(path)
     with _reading(path), Image.open(path) as img:
         if need is not None:
-            w, h = _displayed_size(img)
-            wanted = need(w, h)
+            rotated = _rotated(img)
+            wanted = need(*(img.size[::-1] if rotated else img.size))
             if wanted and img.format in ("JPEG", "MPO"):
-                img.draft(None, wanted if (w, h) == img.size else wanted[::-1])  # stored sides may be swapped
+                img.draft(None, wanted[::-1] if rotated else wanted)  # draft works on the stored sides
         img.load()
         return _to_rgb(ImageOps.exif_transpose(img))
 
@@ -312,7 +310,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """
     path = Path(path)
     with _reading(path), Image.open(path) as img:
-        return _displayed_size(img)
+        return img.size[::-1] if _rotated(img) else img.size
 
 
 def load_image(path: str | Path, size_hint: int | tuple[int, int] | None = None) -> Image.Image:
