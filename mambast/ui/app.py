@@ -84,12 +84,12 @@ def _input_column() -> dict:
             c["weights"] = gr.Textbox(label="Style weights", placeholder="e.g. 0.7, 0.3 (blank: equal)",
                                       info="one per style image, to mix several styles")
             c["mask"] = gr.File(label="Mask (optional): one region per style", file_types=["image"],
-                                elem_id="mask-file")
+                                elem_id="mask-file", height=140)
         with gr.Row():
             c["shuffle"] = gr.Checkbox(True, label="Style shuffle (as published)")
             c["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed",
                                   info="same seed, same result")
-            c["new_seed"] = gr.Button("New seed", size="sm", elem_id="new-seed")
+            c["new_seed"] = gr.Button("New seed", size="sm", scale=0, min_width=100, elem_id="new-seed")
     c["run"] = gr.Button("Run", variant="primary", elem_id="run")
     return c
 
