@@ -50,7 +50,9 @@ class VSSBlock(_BlockBase):
 
     def forward(self, x: Tensor) -> Tensor:
         branch = self.drop_path(self.self_attention(self.ln_1(x)))
-        return self.norm(torch.mul(x, self.skip_scale).add_(branch))  # x * skip_scale + branch, one buffer
+        x = torch.mul(x, self.skip_scale).add_(branch)  # x * skip_scale + branch, one buffer
+        del branch  # freed before the norm allocates (full-size photos: docs/memory.md)
+        return self.norm(x)
 
 
 class STVSSBlock(_BlockBase):
@@ -61,7 +63,9 @@ class STVSSBlock(_BlockBase):
 
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
         fused = self.drop_path(self.self_attention(self.ln_1(content), style))  # the style is not normed here
-        return self.norm(torch.mul(content, self.skip_scale).add_(fused))
+        x = torch.mul(content, self.skip_scale).add_(fused)
+        del fused
+        return self.norm(x)
 
 
 class Encoder(nn.Module):

@@ -177,6 +177,33 @@ class SS2DBase(nn.Module):
         """The channel blocks [0, size), [size, 2 size), ... of Di."""
         return [slice(i, min(i + size, self.d_inner)) for i in range(0, self.d_inner, size)]
 
+    def projections_blocked(self, streams, weights: list[Tensor], splits: list[str], block: int,
+                            backend: ScanBackend, like: Tensor) -> list[Tensor]:
+        """Sum x_proj-style projections over channel blocks, straight into the layouts the scan reads.
+
+        streams[i](channels) -> (B, K, dc, L), the scanned sequence of stream i for those channels;
+        weights[i] (K, rows_i, Di), its rows split as splits[i] says: "dt" R rows, "B"/"C" N rows each (e.g.
+        "dt B C"). Returns one (B, K, rows, L) tensor per split, in order: dt_low contiguous, B/C in
+        `backend.bc_buffer`'s layout. No (B, K, Di, L) tensor and no per-block temporary of this size exists.
+        """
+        batch, H, W, _ = like.shape
+        sizes = [[self.dt_rank if name == "dt" else self.d_state for name in names.split()] for names in splits]
+        outs = [like.new_zeros(batch, K, self.dt_rank, H * W) if name == "dt"
+                else backend.bc_buffer((batch, K, self.d_state, H * W), like)
+                for names in splits for name in names.split()]
+        for channels in self.blocks(block):
+            at = 0
+            for stream, weight, rows in zip(streams, weights, sizes, strict=True):
+                xs = stream(channels)  # (B, K, dc, L)
+                dc, L = xs.shape[2], xs.shape[3]
+                xs = xs.view(batch * K, dc, L)
+                start = 0
+                for n in rows:
+                    w = weight[:, start:start + n, channels].expand(batch, -1, -1, -1).reshape(batch * K, n, dc)
+                    outs[at].view(batch * K, n, L).baddbmm_(w, xs)  # += W[k] @ xs[b, k]
+                    start, at = start + n, at + 1
+        return outs
+
     def output_blocked(self, u_of, dt_low: Tensor, B: Tensor, C: Tensor, gate_tokens: Tensor,
                        plan: tuple[int, bool], backend: ScanBackend) -> Tensor:
         """`scan` + `output` one block of channels at a time, without any (B, Di, L) tensor unless `plan` keeps
@@ -191,7 +218,6 @@ class SS2DBase(nn.Module):
         size, keep = plan
         batch, H, W, _ = gate_tokens.shape
         L = H * W
-        dt_low, B, C = dt_low.contiguous(), backend.grouped_bc(B), backend.grouped_bc(C)
 
         def merged(channels: slice) -> Tensor:  # (B, dc, L)
             u = u_of(channels)
@@ -249,9 +275,5 @@ class SS2D(SS2DBase):
         def u_of(channels: slice) -> Tensor:  # (B, K, dc, L)
             return self.scanned(x, x_rows[channels], channels, backend)
 
-        x_dbl = None  # (B, K, R + 2N, L), summed over the channel blocks
-        for channels in self.blocks(plan[0]):
-            part = torch.einsum("bkdl,kcd->bkcl", u_of(channels), self.x_proj_weight[:, :, channels])
-            x_dbl = part if x_dbl is None else x_dbl.add_(part)
-        dt_low, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
+        dt_low, B, C = self.projections_blocked([u_of], [self.x_proj_weight], ["dt B C"], plan[0], backend, x)
         return self.output_blocked(u_of, dt_low, B, C, x, plan, backend)

@@ -51,12 +51,9 @@ class STSS2D(SS2DBase):
         def u_of(channels: slice) -> Tensor:  # the scanned style, (B, K, dc, L)
             return self.scanned(style, s_rows[channels], channels, backend)
 
-        C = dt_b = None  # (B, K, N, L) from the content and (B, K, R + N, L) from the style, summed over blocks
-        for channels in self.blocks(plan[0]):
-            c_part = torch.einsum("bkdl,kcd->bkcl", self.scanned(content, x_rows[channels], channels, backend),
-                                  self.x_proj_weight[:, :, channels])
-            s_part = torch.einsum("bkdl,kcd->bkcl", u_of(channels), self.style_proj_weight[:, :, channels])
-            C = c_part if C is None else C.add_(c_part)
-            dt_b = s_part if dt_b is None else dt_b.add_(s_part)
-        dt_low, B = dt_b.split([self.dt_rank, self.d_state], dim=2)
+        def c_of(channels: slice) -> Tensor:  # the scanned content, (B, K, dc, L)
+            return self.scanned(content, x_rows[channels], channels, backend)
+
+        C, dt_low, B = self.projections_blocked([c_of, u_of], [self.x_proj_weight, self.style_proj_weight],
+                                                ["C", "dt B"], plan[0], backend, content)
         return self.output_blocked(u_of, dt_low, B, C, content, plan, backend)

@@ -93,13 +93,14 @@ class ScanBackend:
                       delta_softplus=delta_softplus)
         return y if out is None else out.copy_(y)
 
-    def grouped_bc(self, M: Tensor) -> Tensor:
-        """B or C (B, G, N, L) in the memory layout this backend reads without a copy (same values and shape):
-        the native CPU kernel reads (B, G, L, N) rows, so it gets a (B, G, N, L) view of such a tensor. Worth
-        it when one B/C feeds several scans (the bounded-memory path scans blocks of channels)."""
-        if self.name == "cpu" and M.dtype == torch.float32:
-            return M.transpose(-1, -2).contiguous().transpose(-1, -2)
-        return M.contiguous()
+    def bc_buffer(self, shape: tuple[int, int, int, int], like: Tensor) -> Tensor:
+        """Zeros (B, G, N, L) for B or C, in the memory layout this backend's scan reads without a copy: the
+        native CPU kernel reads (B, G, L, N) rows, so it gets a (B, G, N, L) view of such a tensor. Worth it
+        when one B/C feeds several scans (the bounded-memory path scans blocks of channels)."""
+        if self.name == "cpu" and like.dtype == torch.float32:
+            batch, groups, state, length = shape
+            return like.new_zeros(batch, groups, length, state).transpose(-1, -2)
+        return like.new_zeros(shape)
 
     def cross_scan(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, 4, C, L), the four scan orders (architecture.md section 6)."""

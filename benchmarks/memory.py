@@ -1,0 +1,129 @@
+"""Full-resolution photos: peak memory and time of the paper-size model, blocked vs all-at-once (docs/memory.md).
+
+    python benchmarks/memory.py                      # 1, 4, 12 MP; blocked everywhere, all-at-once up to 4 MP
+    python benchmarks/memory.py --sizes 1 --modes blocked unblocked
+
+Each case runs in a fresh subprocess (so ru_maxrss is that case's peak): build the paper model (random official
+init, float32, CPU), write a 4:3 content photo and a 512 px style as JPEG files, and stylize them through the
+inference engine at their full size (`Stylizer(size=0)`, the path of `mambast stylize --size 0`). "blocked" is
+the default memory budget (`model.set_memory_budget()`), "unblocked" is `set_memory_budget(None)`. Reported:
+peak RSS of the process (MB, includes the Python runtime, the model and the image buffers), seconds for the
+stylize call (wall and CPU time of the process) and both per megapixel. Results go to
+benchmarks/results/memory.json and the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = {1: (1152, 864), 4: (2304, 1728), 12: (4000, 3000)}  # width x height, 4:3
+
+
+def photo(path: Path, width: int, height: int, seed: int) -> Path:
+    """A smooth colour field with texture, saved as JPEG (realistic decode cost and file size)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.ogrid[0:height, 0:width]
+    img = np.empty((height, width, 3), np.uint8)
+    for c in range(3):
+        field = np.sin(x / (97 + 31 * c) + c) * np.cos(y / (83 + 17 * c)) * 0.35 + 0.5
+        field += rng.normal(0, 0.04, (height, width))
+        img[..., c] = (field.clip(0, 1) * 255).astype(np.uint8)
+    Image.fromarray(img).save(path, quality=92)
+    return path
+
+
+def run_case(mp: int, mode: str, folder: Path) -> dict:
+    """One measurement in this process: stylize the `mp` MP photo of `folder` with the paper model in `mode`."""
+    import torch
+
+    from mambast import MambaST
+    from mambast.inference import Stylizer
+
+    torch.manual_seed(0)
+    model = MambaST().eval()
+    model.set_memory_budget(None if mode == "unblocked" else model_budget())
+    width, height = SIZES[mp]
+    engine = Stylizer(model, size=0, max_pixels=None)
+    start, cpu = time.perf_counter(), time.process_time()
+    out = engine.stylize(folder / f"content_{mp}.jpg", folder / "style.jpg", seed=0)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert out.size == (width, height)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    megapixels = width * height / 1e6
+    return {"mp": mp, "mode": mode, "width": width, "height": height, "seconds": round(seconds, 2),
+            "seconds_per_mp": round(seconds / megapixels, 3), "cpu_seconds": round(cpu, 2),
+            "cpu_seconds_per_mp": round(cpu / megapixels, 3), "peak_rss_mb": round(peak_mb),
+            "threads": torch.get_num_threads()}
+
+
+def model_budget() -> int:
+    from mambast.model.memory import DEFAULT_MEMORY_BUDGET
+
+    return DEFAULT_MEMORY_BUDGET
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| photo | mode | peak RSS | seconds | s / MP | CPU s / MP |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['width']} x {r['height']} | {r['mode']} | {r['error']} | | | |")
+            continue
+        lines.append(f"| {r['width']} x {r['height']} ({r['width'] * r['height'] / 1e6:.1f} MP) | {r['mode']} | "
+                     f"{r['peak_rss_mb'] / 1024:.2f} GB | {r['seconds']:.1f} | {r['seconds_per_mp']:.2f} | "
+                     f"{r['cpu_seconds_per_mp']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 12], choices=sorted(SIZES))
+    ap.add_argument("--modes", nargs="+", default=["blocked", "unblocked"], choices=["blocked", "unblocked"])
+    ap.add_argument("--max-unblocked-mp", type=int, default=4, help="skip all-at-once runs above this size")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory.json")
+    ap.add_argument("--case", nargs=3, metavar=("MP", "MODE", "FOLDER"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.case:
+        print(json.dumps(run_case(int(args.case[0]), args.case[1], Path(args.case[2]))))
+        return
+    rows = []
+    tmp = tempfile.TemporaryDirectory()
+    folder = Path(tmp.name)  # the photos are written here, outside the measured processes
+    photo(folder / "style.jpg", 512, 512, 1)
+    for mp in args.sizes:
+        photo(folder / f"content_{mp}.jpg", *SIZES[mp], 0)
+        for mode in args.modes:
+            if mode == "unblocked" and mp > args.max_unblocked_mp:
+                continue
+            proc = subprocess.run([sys.executable, __file__, "--case", str(mp), mode, str(folder)],
+                                  capture_output=True, text=True, cwd=ROOT)
+            if proc.returncode != 0:
+                width, height = SIZES[mp]
+                row = {"mp": mp, "mode": mode, "width": width, "height": height,
+                       "error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
+            else:
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    result = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+              "model": "paper (MambaST(), random official init, float32)", "budget_bytes": model_budget(),
+              "rows": rows}
+    tmp.cleanup()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
