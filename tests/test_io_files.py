@@ -229,3 +229,10 @@ def test_io_does_not_import_train():
             "print([m for m in sys.modules if m.startswith('mambast.train')])")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_empty_vgg_file_says_empty_file(tmp_path):
+    from mambast.nets.vgg import load_vgg
+
+    (tmp_path / "vgg.pth").write_bytes(b"")
+    assert "empty file" in _one_line_user_error(lambda: load_vgg(tmp_path / "vgg.pth"))
