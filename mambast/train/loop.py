@@ -190,8 +190,11 @@ class _Run:
             raise self._diverged(f"the loss became {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        else:  # the global norm only (no rescaling pass)
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
         if not math.isfinite(norm.item()):  # stop before the step: the weights (and checkpoints) stay finite
             raise self._diverged(f"the gradients became {norm.item()}")
         self.optimizer.step()
