@@ -202,3 +202,28 @@ def test_checkpoint_on_a_really_full_disk(tiny_disk):
     with pytest.raises(WriteError, match=r"m\.safetensors: cannot write \(no space left on the device\)$"):
         mambast.save_native(model, tiny_disk / "m.safetensors")
     assert json.dumps(sorted(p.name for p in tiny_disk.iterdir())) == '["checkpoints"]'
+
+
+def test_sample_grid_and_lock_on_an_unwritable_disk(tmp_path, monkeypatch):
+    import mambast.fs
+    from mambast.train.lock import run_lock
+    from mambast.train.monitor import save_sample_grid
+
+    images = {k: torch.zeros(1, 3, 8, 8) for k in ("content", "style", "Ics", "Icc", "Iss")}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mambast.fs.os, "fsync", full)
+    with pytest.raises(WriteError, match=r"samples/step_00000007\.png: cannot write \(no space left on the device\)$"):
+        save_sample_grid(tmp_path, 7, images)
+    assert list((tmp_path / "samples").iterdir()) == []
+    monkeypatch.undo()
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("mambast.train.lock.os.open", refused)
+    with pytest.raises(WriteError, match=r"\.lock: cannot write \(permission denied\)$"):
+        with run_lock(tmp_path / "run"):
+            pass

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
-from ..fs import ensure_dir
+from ..fs import WriteError, describe_os_error, ensure_dir
 
 try:
     import fcntl
@@ -33,7 +33,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         return
     created = not run_dir.exists()
     ensure_dir(run_dir)  # one line when it cannot be created (a file in the way, permissions)
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise WriteError(f"{run_dir / LOCK_NAME}: cannot write ({describe_os_error(e)})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
