@@ -49,7 +49,8 @@ def model():
 @pytest.fixture(scope="module")
 def served(model):
     app = build_app(model)
-    url = launch(app, port=_free_port(), block=False)
+    url, public = launch(app, port=_free_port())
+    assert public is None  # no share link by default
     yield url
     app.close()
     app.mambast_session.close()

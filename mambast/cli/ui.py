@@ -45,7 +45,7 @@ def run(args) -> int:
     if args.max_pixels < 0:
         raise UserError("--max-pixels must be >= 0 (0: no limit)")
     try:
-        from ..ui.app import build_app, launch
+        from ..ui.app import build_app, launch, wait
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] == "gradio":
             raise UserError("the web UI needs Gradio: pip install 'mambast[ui]'") from None
@@ -53,7 +53,10 @@ def run(args) -> int:
     model = load(args.checkpoint, device=resolve_device(args.device))
     name = "the bundled default model" if args.checkpoint is None else f"the model {args.checkpoint}"
     app = build_app(model, model_name=name, max_pixels=args.max_pixels or None)
-    shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
-    print(f"mambast ui: serving on http://{shown}:{args.port} (Ctrl-C stops)", flush=True)
-    launch(app, host=args.host, port=args.port, share=args.share)
+    try:
+        url, public = launch(app, host=args.host, port=args.port, share=args.share)
+        print(f"mambast ui: serving on {url}" + (f" and {public}" if public else "") + " (Ctrl-C stops)", flush=True)
+        wait(app)
+    finally:
+        app.mambast_session.close()  # the results folder, also when launching failed or was interrupted
     return 0

@@ -138,23 +138,26 @@ def _wire(session: Session, c: dict, result, download, status) -> None:
                    [result, download, status])
 
 
-def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           block: bool = True) -> str:
-    """Serve `app` on host:port (share: Gradio's public tunnel, off by default) -> the local URL.
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> tuple[str, str | None]:
+    """Start serving `app` on host:port in the background -> (local URL, public URL or None).
 
-    block: wait until Ctrl-C (the CLI); False returns at once (tests: `app.close()` stops it).
-    Raises UserError when the port cannot be used.
+    share: also Gradio's public tunnel (off by default). `wait(app)` then serves until Ctrl-C; `app.close()`
+    stops it. Raises UserError when the address cannot be used.
     """
     try:
-        _, url, _ = app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True,
-                               quiet=True, allowed_paths=[str(EXAMPLES)], max_file_size=MAX_UPLOAD,
-                               ssr_mode=False, mcp_server=False, enable_monitoring=False, footer_links=[])
+        _, url, public = app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True,
+                                    quiet=True, allowed_paths=[str(EXAMPLES)], max_file_size=MAX_UPLOAD,
+                                    ssr_mode=False, mcp_server=False, enable_monitoring=False, footer_links=[])
     except OSError as e:
         raise UserError(f"cannot serve on {host}:{port} ({(str(e).splitlines() or [''])[0]}); "
                         "choose another --port or --host") from None
-    if block:
-        try:
-            app.block_thread()
-        finally:
-            app.mambast_session.close()
-    return url
+    return url, public
+
+
+def wait(app: gr.Blocks) -> None:
+    """Serve a launched `app` until Ctrl-C, then stop it and remove its results."""
+    try:
+        app.block_thread()
+    finally:
+        app.close()
+        app.mambast_session.close()
