@@ -1,21 +1,27 @@
-"""GPU check and benchmark of the selective scan backends and of the whole model, in one run.
+"""GPU check and benchmark: the selective scan backends, the whole model, the attention baseline, training.
 
-    python benchmarks/gpu.py --json gpu.json             # a CUDA machine: a few minutes (well under 10)
+    python benchmarks/gpu.py --json gpu.json             # a CUDA machine (H100/H200): inside 8 minutes
     python benchmarks/gpu.py --smoke --json smoke.json   # any machine: CPU, Triton interpreter, tiny shapes
 
-Sections, in order (each one is guarded: a failure is recorded in the JSON and the run goes on):
+Sections, in order (each one is guarded: a failure is recorded in the JSON and the run goes on; after
+--budget-s seconds, 420 by default, later timed items are skipped and recorded as skipped):
     1. device-to-device copy bandwidth (bytes read + written per second): the memory-traffic yardstick
     2. correctness on the device: Triton scan (forward and every gradient) vs the float64 loop, small shapes;
        Triton cross scan/merge vs the torch ops
-    3. scan timings, B=8, D=4096 (G=4 groups, as Mamba-ST), N=16, L=1024 and 4096, fp32 and bf16: forward and
+    3. whole-model inference, MambaST(MambaSTConfig()) (the paper preset) random init: images/s and peak
+       memory at 256/512/1024 px x batch 1/8/32 x fp32/bf16 (the engine's precision context: autocast, the
+       scan in float32); Triton vs mamba_ssm at 512 px batch 8 when mamba_ssm is importable
+    4. the StyTr2-layout attention baseline (mambast.baselines.attention), plain attention and torch's SDPA:
+       images/s and peak memory at 256/512/1024 px x batch 1/8 x fp32/bf16 (plain skipped where its L x L
+       scores alone would exceed half the GPU)
+    5. one paper-preset training iteration (batch 8, 256 px, 3 passes + VGG losses + Adam) per scan backend
+    6. scan timings, B=8, D=4096 (G=4 groups, as Mamba-ST), N=16, L=1024 and 4096, fp32 and bf16: forward and
        forward+backward for triton, mamba_ssm (when importable) and the torch fallback (where affordable),
        each with its memory-traffic floor ratio (time / (bytes it must read + write / copy bandwidth))
-    4. a small sweep of Triton tile sizes at L=4096 fp32 (--no-sweep skips it)
-    5. whole-model inference at 512 and 1024 px, MambaST(MambaSTConfig()) random init, fp32 and bf16 autocast
-    6. one paper-preset training iteration (batch 8, 256 px, 3 passes + VGG losses + Adam), when mambast.train
-       exists
-Peak GPU memory is recorded for every timed item. Targets (issue 5): forward at L=4096 within 2x of its
-floor, forward+backward within 3x, Triton at least as fast as mamba_ssm, 1024 px inference under 2 GB.
+    7. a small sweep of Triton tile sizes at L=4096 fp32 (--no-sweep skips it)
+Peak GPU memory is recorded for every timed item; one JSON goes to --json (default
+benchmarks/results/gpu.json, or gpu_smoke.json with --smoke). Targets (issue 5): forward at L=4096 within 2x
+of its floor, forward+backward within 3x, Triton at least as fast as mamba_ssm, 1024 px inference under 2 GB.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-sweep", action="store_true", help="skip the Triton tile-size sweep")
     p.add_argument("--no-model", action="store_true", help="skip whole-model inference and training")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per item (default 10; smoke 1)")
+    p.add_argument("--budget-s", type=float, default=420,
+                   help="stop starting new timed items after this many seconds (default 420: the whole run "
+                        "stays inside 8 minutes); what was skipped is recorded")
     return p.parse_args(argv)
 
 
@@ -64,6 +73,8 @@ DEV = torch.device("cpu" if SMOKE else "cuda")
 REPS = ARGS.reps or (1 if SMOKE else 10)
 HAS_MAMBA_SSM = _has_module("mamba_ssm") and not SMOKE
 RESULTS: dict = {"smoke": SMOKE, "errors": []}
+START = time.perf_counter()
+DEFAULT_JSON = ROOT / "benchmarks" / "results" / ("gpu_smoke.json" if SMOKE else "gpu.json")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -71,6 +82,11 @@ RESULTS: dict = {"smoke": SMOKE, "errors": []}
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def over_budget() -> bool:
+    """True once the run has used its --budget-s (later timed items are skipped and recorded as such)."""
+    return time.perf_counter() - START > ARGS.budget_s
 
 
 def sync() -> None:
@@ -275,6 +291,10 @@ def scan_timings() -> list:
                 for name in backends:
                     if name == "torch" and not torch_affordable(length, backward, dtype):
                         continue
+                    if over_budget():
+                        rows.append(dict(backend=name, L=length, dtype=str(dtype), backward=backward,
+                                         skipped="time budget"))
+                        continue
                     try:
                         rows.append(time_scan(name, **shape, length=length, dtype=dtype, backward=backward,
                                               bandwidth=bandwidth))
@@ -303,6 +323,9 @@ def tile_sweep() -> list:
             cfg = dict(zip(keys, values, strict=True))
             scan_triton.set_config(**cfg)
             for backward in (False, True):
+                if over_budget():
+                    rows.append({**cfg, "skipped": "time budget"})
+                    continue
                 try:
                     row = time_scan("triton", **shape, length=lengths[-1], dtype=torch.float32,
                                     backward=backward, bandwidth=bandwidth)
@@ -335,34 +358,115 @@ def model_backends() -> list[str]:
     return ["triton"] + (["mamba_ssm"] if HAS_MAMBA_SSM else [])
 
 
+def infer_grid():
+    """(sizes, batches) of the images/s grid."""
+    return ((16, 32), (1, 2)) if SMOKE else ((256, 512, 1024), (1, 8, 32))
+
+
+def time_inference(model, size: int, batch: int, precision: str, backend: str | None = None) -> dict:
+    """images/s of one stylization (both encoders, ST-VSS decoder, CNN decoder) of `batch` pairs at size x size
+    through the engine's precision context (`Stylizer(precision=)`: autocast, the scan in float32)."""
+    from mambast.inference import Stylizer
+
+    row = dict(size=size, batch=batch, precision=precision, backend=backend or "auto")
+    if over_budget():
+        return {**row, "skipped": "time budget"}
+    try:
+        if backend:
+            model.set_scan_backend(backend)
+        engine = Stylizer(model, size=None, precision=precision)
+        content = torch.rand(batch, 3, size, size, device=DEV)
+        style = torch.rand(batch, 3, size, size, device=DEV)
+        last = {}
+
+        def run():
+            with torch.inference_mode(), engine.autocast():
+                last["out"] = model(content, style, seed=0)
+
+        reset_peak()
+        ms = timed(run, reps=min(REPS, 3))
+        row.update(ms=ms, images_per_s=batch / (ms / 1e3), peak_GB=peak_gb(),
+                   finite=bool(torch.isfinite(last["out"].float()).all()))
+    except Exception as e:  # noqa: BLE001 - out of memory and the like: recorded, the grid goes on
+        row["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    finally:
+        if backend:
+            model.set_scan_backend("auto")
+        reset_peak()
+    log(f"   inference {row}")
+    return row
+
+
 def model_inference() -> list:
+    """The paper model (random weights): images/s at 256/512/1024 px x batch 1/8/32 x fp32/bf16 with the
+    default backend (Triton, or mamba_ssm when installed), and Triton vs mamba_ssm at 512 px batch 8."""
     model, _ = build_model()
     model.eval()
-    rows = []
-    for size in ((16, 32) if SMOKE else (512, 1024)):
-        content = torch.rand(1, 3, size, size, device=DEV)
-        style = torch.rand(1, 3, size, size, device=DEV)
-        for backend in model_backends():
-            model.set_scan_backend(backend)
-            for amp in (False, True):
-                row = dict(size=size, backend=backend, precision="bf16-autocast" if amp else "fp32")
-                try:
-                    reset_peak()
-
-                    last = {}
-
-                    def run(amp=amp, content=content, style=style, last=last):
-                        with torch.no_grad(), torch.autocast(DEV.type, torch.bfloat16, enabled=amp):
-                            last["out"] = model(content, style, seed=0)
-
-                    row["ms"] = timed(run, reps=min(REPS, 3))
-                    row["peak_GB"] = peak_gb()
-                    row["finite"] = bool(torch.isfinite(last["out"].float()).all())
-                except Exception as e:  # noqa: BLE001
-                    row["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
-                log(f"   inference {row}")
-                rows.append(row)
+    sizes, batches = infer_grid()
+    rows = [time_inference(model, size, batch, precision)
+            for size in sizes for batch in batches for precision in ("fp32", "bf16")]
+    if HAS_MAMBA_SSM:
+        for backend in ("triton", "mamba_ssm"):
+            rows += [time_inference(model, 512, 8, precision, backend) for precision in ("fp32", "bf16")]
     return rows
+
+
+def attention_memory_ok(size: int, batch: int, kind: str) -> bool:
+    """Plain attention materialises (B, 8 heads, L, L) fp32 scores (and their softmax): skip where that alone
+    would take more than half of the GPU (it would only run out of memory)."""
+    if kind != "plain" or DEV.type != "cuda":
+        return True
+    tokens = (size // 8) ** 2
+    need = 2 * batch * 8 * tokens * tokens * 4
+    return need < 0.5 * torch.cuda.get_device_properties(0).total_memory
+
+
+def attention_baseline() -> list:
+    """The StyTr2-layout attention baseline (mambast.baselines.attention, random weights), plain and SDPA:
+    images/s at 256/512/1024 px, batch 1 and 8, fp32 and bf16 autocast, peak GPU memory."""
+    from mambast.baselines.attention import AttentionST, AttentionSTConfig
+
+    sizes, batches = infer_grid()
+    rows = []
+    for kind in ("plain", "sdpa"):
+        cfg = (AttentionSTConfig(d_model=16, heads=2, ffn=32, encoder_layers=1, decoder_layers=1, cape_pool=2,
+                                 cnn_channels=(8, 8, 8), attention=kind) if SMOKE
+               else AttentionSTConfig(attention=kind))
+        torch.manual_seed(0)
+        model = AttentionST(cfg).to(DEV).eval()
+        for size in sizes:
+            for batch in batches[:2]:
+                for precision in ("fp32", "bf16"):
+                    row = dict(attention=kind, size=size, batch=batch, precision=precision)
+                    if over_budget():
+                        row["skipped"] = "time budget"
+                    elif not attention_memory_ok(size, batch, kind):
+                        row["skipped"] = "the L x L scores would not fit"
+                    else:
+                        row.update(time_attention(model, size, batch, precision))
+                    log(f"   attention {row}")
+                    rows.append(row)
+        del model
+        reset_peak()
+    return rows
+
+
+def time_attention(model, size: int, batch: int, precision: str) -> dict:
+    content = torch.rand(batch, 3, size, size, device=DEV)
+    style = torch.rand(batch, 3, size, size, device=DEV)
+
+    def run():
+        with torch.inference_mode(), torch.autocast(DEV.type, torch.bfloat16, enabled=precision == "bf16"):
+            model(content, style)
+
+    try:
+        reset_peak()
+        ms = timed(run, reps=min(REPS, 3))
+        return {"ms": ms, "images_per_s": batch / (ms / 1e3), "peak_GB": peak_gb()}
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {e}".splitlines()[0][:200]}
+    finally:
+        reset_peak()
 
 
 def training_iteration() -> dict:
@@ -393,8 +497,8 @@ def training_iteration() -> dict:
 
         reset_peak()
         ms = timed(step, reps=min(REPS, 3))
-        rows[backend] = {"batch": batch, "size": size, "ms": ms, "peak_GB": peak_gb(),
-                         "loss_finite": all(math.isfinite(v) for v in losses)}
+        rows[backend] = {"batch": batch, "size": size, "ms": ms, "images_per_s": batch / (ms / 1e3),
+                         "peak_GB": peak_gb(), "loss_finite": all(math.isfinite(v) for v in losses)}
         log(f"   training iteration ({backend}): {rows[backend]}")
     return rows
 
@@ -433,7 +537,17 @@ def summary() -> dict:
     big = [r for r in RESULTS.get("model_inference") or [] if isinstance(r, dict) and r.get("size") == 1024
            and "peak_GB" in r and r["peak_GB"] is not None]
     if big:
-        out["inference_1024_peak_GB"] = {f"{r['backend']} {r['precision']}": r["peak_GB"] for r in big}
+        out["inference_1024_peak_GB"] = {f"{r['backend']} b{r['batch']} {r['precision']}": r["peak_GB"]
+                                         for r in big}
+    ips = {}
+    for r in RESULTS.get("model_inference") or []:
+        if isinstance(r, dict) and "images_per_s" in r:
+            ips[f"mamba-st {r['backend']} {r['size']}px b{r['batch']} {r['precision']}"] = round(r["images_per_s"], 2)
+    for r in RESULTS.get("attention_baseline") or []:
+        if isinstance(r, dict) and "images_per_s" in r:
+            ips[f"attention-{r['attention']} {r['size']}px b{r['batch']} {r['precision']}"] = round(
+                r["images_per_s"], 2)
+    out["images_per_s"] = ips
     return out
 
 
@@ -459,20 +573,21 @@ def main() -> int:
     log(f"environment: {RESULTS['environment']}")
     section("copy_bandwidth", copy_bandwidth)
     section("correctness", correctness)
+    if not ARGS.no_model:
+        section("model_inference", model_inference)
+        section("attention_baseline", attention_baseline)
+        section("training_iteration", training_iteration)
     section("scan_timings", scan_timings)
     if not ARGS.no_sweep:
         section("tile_sweep", tile_sweep)
-    if not ARGS.no_model:
-        section("model_inference", model_inference)
-        section("training_iteration", training_iteration)
     RESULTS["summary"] = summary()
     RESULTS["total_s"] = time.perf_counter() - t0
     log(f"summary: {json.dumps(RESULTS['summary'], indent=1)}")
     log(f"done in {RESULTS['total_s']:.0f} s, {len(RESULTS['errors'])} section error(s)")
-    if ARGS.json:
-        ARGS.json.parent.mkdir(parents=True, exist_ok=True)
-        ARGS.json.write_text(json.dumps(RESULTS, indent=1, default=str))
-        log(f"wrote {ARGS.json}")
+    path = ARGS.json or DEFAULT_JSON
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(RESULTS, indent=1, default=str))
+    log(f"wrote {path}")
     ok = (RESULTS.get("correctness") or {}).get("ok", False)
     return 0 if ok else 1
 

@@ -114,7 +114,7 @@ class SS2DBase(nn.Module):
     def block_plan(self, tokens: Tensor) -> tuple[int, bool] | None:
         """(channels per block, keep merged y) for bounded-memory inference on tokens (B, H, W, C), or None
         to run all channels at once (autograd on, no budget, or the whole layer fits; see memory.py)."""
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.is_autocast_enabled(tokens.device.type):  # blocks: float32 only
             return None
         batch, H, W, C = tokens.shape
         return block_plan(batch * H * W, self.d_inner, C, self.x_proj_weight.shape[1], K, self.memory_budget)
@@ -139,6 +139,9 @@ class SS2DBase(nn.Module):
         u: (B, K, dc, L) scanned sequence; dt_low: (B, K, R, L); B, C: (B, K, N, L); `out`: where to write
         the result (may be u, see ScanBackend.scan_lowrank) -> y (B, K, dc, L).
         """
+        if torch.is_autocast_enabled(u.device.type):  # bf16/fp16 run: the scan reads float32, state float32
+            with torch.autocast(u.device.type, enabled=False):  # (the native CPU kernel runs as in fp32)
+                return self.scan(*(t.float() for t in (u, dt_low, B, C)), backend, channels)
         batch, _, dc, L = u.shape
         per_direction = (K, self.d_inner)
         A_logs = self.A_logs.view(*per_direction, self.d_state)[:, channels].reshape(K * dc, self.d_state)
