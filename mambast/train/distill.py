@@ -196,15 +196,20 @@ def batch_at(cache: dict[str, Tensor], step: int, cfg: DistillConfig) -> tuple[T
 
 
 def distill_terms(model: MambaST, vgg, content: Tensor, style: Tensor, teacher: Tensor,
-                  generator: torch.Generator) -> dict[str, Tensor]:
-    """Unweighted terms {"pixel", "feature", "content", "style"} for one batch (all (B, 3, H, W) in [0, 1])."""
+                  generator: torch.Generator, paper_terms: bool = True) -> dict[str, Tensor]:
+    """Unweighted terms {"pixel", "feature"(, "content", "style")} for one batch (all (B, 3, H, W) in [0, 1]).
+
+    paper_terms=False skips the content and style terms (and the VGG passes past relu3_1 they need)."""
     out = model(content, style, generator=generator)
-    o_feats = vgg(out)
+    o_feats = vgg.encode(out, "relu5_1" if paper_terms else "relu3_1")
     with torch.no_grad():
         t_feats = vgg.encode(teacher, "relu3_1")
-        c_feats, s_feats = vgg(content), vgg(style)
-    return {"pixel": F.l1_loss(out.float(), teacher), "feature": feature_loss(o_feats[:3], t_feats),
-            "content": content_loss(o_feats, c_feats), "style": style_loss(o_feats, s_feats)}
+    terms = {"pixel": F.l1_loss(out.float(), teacher), "feature": feature_loss(o_feats[:3], t_feats)}
+    if paper_terms:
+        with torch.no_grad():
+            c_feats, s_feats = vgg(content), vgg(style)
+        terms |= {"content": content_loss(o_feats, c_feats), "style": style_loss(o_feats, s_feats)}
+    return terms
 
 
 def lr_at(step: int, cfg: DistillConfig) -> float:
@@ -230,8 +235,11 @@ def load_student(run_dir: Path) -> MambaST:
     return model.eval()
 
 
-def train(cfg: DistillConfig, run_dir: Path) -> Path:
-    """Run (or resume) a distillation run in run_dir; returns the last checkpoint's path."""
+def train(cfg: DistillConfig, run_dir: Path, vgg=None) -> Path:
+    """Run (or resume) a distillation run in run_dir; returns the last checkpoint's path.
+
+    vgg: the loss network (default: load_vgg(cfg.vgg)). A resumed run keeps its config.json except max_iter
+    and threads, and continues bit-exactly (each step's data and shuffle depend only on (seed, step))."""
     from ..nets.vgg import load_vgg
 
     torch.set_num_threads(cfg.threads)
@@ -255,7 +263,7 @@ def train(cfg: DistillConfig, run_dir: Path) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
     model.train()
-    vgg = load_vgg(cfg.vgg)
+    vgg = vgg if vgg is not None else load_vgg(cfg.vgg)
     cache = load_cache(Path(cfg.cache_dir))
     log = (run_dir / "metrics.jsonl").open("a")
     window, t0 = [], time.time()
@@ -265,7 +273,8 @@ def train(cfg: DistillConfig, run_dir: Path) -> Path:
             group["lr"] = lr_at(step, cfg)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp_bf16):
-            terms = distill_terms(model, vgg, content, style, teacher, gen)
+            terms = distill_terms(model, vgg, content, style, teacher, gen,
+                                  paper_terms=bool(cfg.weights.get("content") or cfg.weights.get("style")))
         loss = sum(cfg.weights[k] * v.float() for k, v in terms.items() if cfg.weights.get(k))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
