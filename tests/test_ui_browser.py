@@ -14,23 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import expect, sync_playwright
+
+import mambast
+from mambast.images import load_image
+from mambast.inference import Controls, Stylizer
+from mambast.ui.app import EXAMPLE_PAIR, build_app, launch
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 120_000  # a shared 2-core machine: the first run compiles the native scan kernel
-
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"CI: no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium package)", pytrace=False)
-    pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run the browser test",
-                allow_module_level=True)
-
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-import mambast  # noqa: E402
-from mambast.images import load_image  # noqa: E402
-from mambast.inference import Controls, Stylizer  # noqa: E402
-from mambast.ui.app import EXAMPLE_PAIR, build_app, launch  # noqa: E402
-
 SIZE, SEED = 256, 7
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas deprecations inside Gradio
 
@@ -41,6 +33,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _need_chromium() -> None:
+    """Skip without Chromium, with the reason; in CI (the variable CI set) fail instead."""
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI: no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium package)", pytrace=False)
+    pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run the browser test")
+
+
 @pytest.fixture(scope="module")
 def model():
     return mambast.load()
@@ -48,6 +49,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def served(model):
+    _need_chromium()
     app = build_app(model)
     url, public = launch(app, port=_free_port())
     assert public is None  # no share link by default
