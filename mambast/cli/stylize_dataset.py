@@ -28,6 +28,8 @@ def register(sub) -> None:
                    help="manifest file in the output folder: .csv (default manifest.csv) or .jsonl")
     add_model_arguments(p)
     add_control_arguments(p, mixing=False)
+    p._option_string_actions["--seed"].help = ("seed of the style draws and of every pair's shuffle seed "
+                                               "(default 0)")
     add_run_arguments(p)
     p.set_defaults(func=run)
 
