@@ -227,3 +227,31 @@ def test_sample_grid_and_lock_on_an_unwritable_disk(tmp_path, monkeypatch):
     with pytest.raises(WriteError, match=r"\.lock: cannot write \(permission denied\)$"):
         with run_lock(tmp_path / "run"):
             pass
+
+
+def test_training_onto_a_really_full_disk_then_resume(tmp_path, data, capsys):
+    """End to end on a real 6 MiB tmpfs: the step-1 checkpoint (about 4 MB for tiny) fits, step 2's does not;
+    one line naming the file, the step-1 checkpoint intact; after growing the disk, --resume finishes."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(where)], capture_output=True)
+    except OSError:
+        pytest.skip("no mount command")
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()[:80]})")
+    try:
+        run = where / "run"
+        argv = ["train", "--preset", "tiny", "--content-dir", str(data[0]), "--style-dir", str(data[1]),
+                "--allow-random-vgg", "--size", "32", "--load-size", "40", "--batch-size", "1", "--workers", "0",
+                "--save-every", "1", "--sample-every", "0", "--max-iter", "2", "--no-progress", "--out", str(run)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err == f"mambast: error: {run}/checkpoints/step_00000002.pt: cannot write (no space left on the device)"
+        assert [s for s, _ in list_checkpoints(run)] == [1]
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000001.pt"]
+        subprocess.run(["mount", "-o", "remount,size=64m", str(where)], check=True)
+        assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+        assert [s for s, _ in list_checkpoints(run)] == [1, 2]
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
