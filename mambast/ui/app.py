@@ -44,7 +44,7 @@ def build_app(model: MambaST, *, model_name: str = "the bundled default model", 
         gr.Markdown(INTRO.format(model=model_name))
         with gr.Row():
             with gr.Column(scale=1):
-                inputs = _input_column()
+                inputs = _input_column(size)
             with gr.Column(scale=1):
                 result = gr.Image(label="Result (PNG)", type="filepath", format="png", interactive=False,
                                   buttons=["download", "fullscreen"], elem_id="result", height=420)
@@ -56,8 +56,8 @@ def build_app(model: MambaST, *, model_name: str = "the bundled default model", 
     return app
 
 
-def _input_column() -> dict:
-    """The inputs and controls, by name."""
+def _input_column(size: int) -> dict:
+    """The inputs and controls (initial content size `size` px), by name."""
     c: dict = {}
     with gr.Row():
         c["content"] = gr.File(label="Content image", file_types=["image"], elem_id="content-file")
@@ -71,7 +71,7 @@ def _input_column() -> dict:
     c["example"] = gr.Button("Use the example pair (astronaut x Renoir)", size="sm", elem_id="example")
     with gr.Accordion("Controls", open=True):
         with gr.Row():
-            c["size"] = gr.Slider(0, 2048, value=512, step=32, label="Size (px)", elem_id="size",
+            c["size"] = gr.Slider(0, 2048, value=size, step=32, label="Size (px)", elem_id="size",
                                   info="content's short side; 0 keeps its own size")
             c["alpha"] = gr.Slider(0, 1, value=1.0, step=0.05, label="Alpha", elem_id="alpha",
                                    info="1 full style, 0 the content")
