@@ -74,7 +74,8 @@ def test_identical_pair_scores_zero_paper_mode(folders, weights, tmp_path):
                     mode="paper", size=32, progress=False)  # fmt: skip
     assert set(rep2["metrics"]) == {"lpips", "lpips_gray", "cfsd", "content_loss", "style_loss"}
     row = next(r for r in rep2["per_pair"] if r["content"] == "c1")
-    assert row["lpips"] == 0.0 and row["lpips_gray"] == 0.0 and row["cfsd"] == 0.0 and row["content_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert row["lpips"] == 0.0 and row["lpips_gray"] == 0.0 and row["cfsd"] == 0.0
+    assert row["content_loss"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_cli_scores_stylized_folder_and_reports_skipped(folders, weights, tmp_path, capsys):
@@ -122,6 +123,9 @@ def test_cli_checkpoint_protocol_stylizes_and_scores(tmp_path, weights, capsys):
     assert names == [f"{c}_stylized_{s}.jpg" for c in ("cat", "room") for s in ("stars", "wave")]  # paper: JPEG
     assert all(Image.open(tmp_path / "out" / "stylized" / n).format == "JPEG" for n in names)
     assert all(Image.open(tmp_path / "out" / "stylized" / n).size == (64, 64) for n in names)  # resize + crop
+    probe = tmp_path / "q75.jpg"  # quality 75 (torchvision save_image's PIL default): same quantisation tables
+    Image.new("RGB", (16, 16)).save(probe, quality=75)
+    assert Image.open(tmp_path / "out" / "stylized" / names[0]).quantization == Image.open(probe).quantization
     assert report["counts"]["pairs"] == 4 and report["stylize"]["written"] == 4
     assert set(report["metrics"]) == {"lpips", "lpips_gray"} and report["checkpoint"] == str(ckpt)
     assert (tmp_path / "out" / "contact_sheet.png").is_file()
@@ -140,3 +144,22 @@ def test_attention_baseline_plain_matches_sdpa():
         a, b = plain(x, y), sdpa(x, y)
     assert a.shape == (1, 3, 48, 64)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_paper_mode_non_square_content_is_compared_on_the_protocol_crop(weights, tmp_path):
+    """A 120 x 96 content stylized by the protocol is a 96 x 96 centre crop: paper mode compares the stylized
+    image with that crop (StyleID's script would stop on the shape mismatch), so an identical crop scores 0."""
+    from mambast.images import load_image
+    from mambast.metrics.preprocess import protocol_input
+
+    write_images(tmp_path / "content", {"wide": (120, 96)}, seed=8)
+    write_images(tmp_path / "style", {"s": (96, 96)}, seed=9)
+    (tmp_path / "stylized").mkdir()
+    crop = protocol_input(load_image(tmp_path / "content" / "wide.png"), 96)
+    assert crop.size == (96, 96)
+    crop.save(tmp_path / "stylized" / "wide_stylized_s.png")
+    w = EvalWeights(**{**weights.__dict__, "inception": None, "vgg": None})
+    report = evaluate(tmp_path / "stylized", tmp_path / "content", tmp_path / "style", tmp_path / "out",
+                      weights=w, size=96, progress=False)  # fmt: skip
+    row = report["per_pair"][0]
+    assert row["lpips"] == 0.0 and row["lpips_gray"] == 0.0 and row["cfsd"] == 0.0
