@@ -102,9 +102,14 @@ class ScanBackend:
             return like.new_zeros(batch, groups, length, state).transpose(-1, -2)
         return like.new_zeros(shape)
 
+    @property
+    def cross_impl(self) -> str:
+        """Which cross scan/merge this backend runs on CUDA tensors: "triton" or "torch" (CPU: always torch)."""
+        return "triton" if _triton_cross(self.name) else "torch"
+
     def cross_scan(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, 4, C, L), the four scan orders (architecture.md section 6)."""
-        if _triton_cross(self.name) and x.is_cuda:
+        if x.is_cuda and self.cross_impl == "triton":
             from .cross_scan_triton import cross_scan_triton
 
             return cross_scan_triton(x)
@@ -112,7 +117,7 @@ class ScanBackend:
 
     def cross_merge(self, y: Tensor, H: int, W: int) -> Tensor:
         """(B, 4, C, L) -> (B, C, L): the four directions mapped back to row-major order and summed."""
-        if _triton_cross(self.name) and y.is_cuda:
+        if y.is_cuda and self.cross_impl == "triton":
             from .cross_scan_triton import cross_merge_triton
 
             return cross_merge_triton(y, H, W)

@@ -1,0 +1,112 @@
+"""Bounded-memory inference (docs/memory.md): channel blocks in SS2D/ST-SS2D and CNN-decoder tiles give the
+all-at-once outputs, are chosen from the memory budget, and never run under autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_model import lively_
+
+from mambast import MambaST, MambaSTConfig, UserError
+from mambast.model.memory import block_plan
+from mambast.model.ss2d import SS2DBase
+
+
+@pytest.fixture(scope="module")
+def small():
+    return lively_(MambaST(MambaSTConfig.preset("default")), seed=2).eval()
+
+
+def _plans(model: MambaST, budget: int | None, tokens: int) -> set:
+    layer = next(m for m in model.modules() if isinstance(m, SS2DBase))
+    cfg = model.config
+    return {block_plan(tokens, cfg.d_inner, cfg.d_model, layer.x_proj_weight.shape[1], 4, budget)}
+
+
+@pytest.mark.parametrize("budget,expect", [(1, (16, False)), (1_000_000, (32, False)), (1_300_000, (32, True)),
+                                           (1_600_000, (48, True))])
+def test_blocked_equals_all_at_once(small, budget, expect):
+    """Blocks of 16/32/48 of the 256 channels, merged y rescanned or kept: the outputs of the unblocked model
+    (batch of 2, 14 x 10 tokens, shuffle on), to float rounding."""
+    g = torch.Generator().manual_seed(0)
+    c, s = torch.rand(2, 3, 112, 80, generator=g), torch.rand(1, 3, 96, 96, generator=g)
+    assert _plans(small, budget, 2 * 14 * 10) == {expect}
+    with torch.inference_mode():
+        small.set_memory_budget(None)
+        ref = small(c, s, seed=3)
+        small.set_memory_budget(budget)
+        out = small(c, s, seed=3)
+    small.set_memory_budget()
+    assert ref.abs().max() > 0.05
+    assert (out - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_blocked_on_each_cpu_backend(small, backend):
+    if backend == "cpu":
+        from conftest import require
+
+        from mambast.ops import scan_cpu
+
+        require(scan_cpu.native_available(), f"native CPU scan unavailable: {scan_cpu.unavailable_reason()}")
+    c, s = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 48, 64)
+    small.set_scan_backend(backend)
+    try:
+        with torch.inference_mode():
+            ref = small.set_memory_budget(None)(c, s, shuffle=False)
+            out = small.set_memory_budget(1)(c, s, shuffle=False)
+    finally:
+        small.set_scan_backend("auto").set_memory_budget()
+    assert (out - ref).abs().max() <= 1e-5
+
+
+def test_cnn_decoder_tiles_equal_the_whole_map(small):
+    """20 x 27 tokens in 8 x 8 tiles with the receptive halo: the same pixels, at every tile seam."""
+    decoder = small.cnn_decoder
+    assert decoder.receptive_halo() == 4  # 1 + 4/2 + 2/4 + 2/8 tokens of 3x3 convs, rounded up
+    tokens = torch.randn(1, 128, 20, 27, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        decoder.memory_budget = None
+        ref = decoder(tokens)
+        decoder.memory_budget = 1
+        tiled = decoder(tokens)
+        too_small = decoder.forward_tiles(tokens, 8, 1)  # a halo below the receptive radius is visibly wrong
+    small.set_memory_budget()
+    assert tiled.shape == ref.shape == (1, 3, 160, 216)
+    assert (tiled - ref).abs().max() <= 1e-5
+    assert (too_small - ref).abs().max() > 1e-3
+
+
+def test_autograd_never_blocks(small):
+    """Training runs all channels at once whatever the budget (the blocked path is inference-only)."""
+    layer = small.mamba.encoder_c.layers[0].self_attention
+    tokens = torch.rand(1, 6, 6, small.config.d_model)
+    layer.memory_budget = 1
+    try:
+        with torch.inference_mode():
+            assert layer.block_plan(tokens) is not None
+        with torch.enable_grad():
+            assert layer.block_plan(tokens) is None
+    finally:
+        layer.memory_budget = type(layer).memory_budget
+
+
+def test_budget_is_validated_and_model_wide(small):
+    for bad in (0, -5, True, 1.5, "1GB"):
+        with pytest.raises(UserError, match="memory budget"):
+            small.set_memory_budget(bad)
+    small.set_memory_budget(12345)
+    layers = [m for m in small.modules() if isinstance(m, SS2DBase)]
+    assert len(layers) == 6 and all(m.memory_budget == 12345 for m in layers)
+    assert small.cnn_decoder.memory_budget == 12345
+    small.set_memory_budget()
+    assert all(m.memory_budget == type(m).memory_budget for m in layers)
+
+
+def test_plan_grows_blocks_with_budget_and_keeps_y_only_when_it_fits():
+    tokens = 187_500  # a 4000 x 3000 photo, paper model (Di 1024, C 512, x_proj rows 64)
+    assert block_plan(tokens, 1024, 512, 64, 4, None) is None
+    assert block_plan(tokens, 1024, 512, 64, 4, 10**12) is None  # fits: all at once
+    small_plan, large_plan = block_plan(tokens, 1024, 512, 64, 4, 2**29), block_plan(tokens, 1024, 512, 64, 4, 2**31)
+    assert small_plan[0] % 16 == 0 and small_plan[0] < large_plan[0] <= 1024
+    assert not small_plan[1]
