@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
@@ -33,15 +34,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _need_chromium() -> None:
-    """Skip without Chromium, with the reason; in CI (the variable CI set) fail instead."""
-    if CHROMIUM.exists():
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI: no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium package)", pytrace=False)
-    pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run the browser test")
-
-
 @pytest.fixture(scope="module")
 def model():
     return mambast.load()
@@ -49,7 +41,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def served(model):
-    _need_chromium()
+    require(CHROMIUM.exists(), f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run the browser test")
     app = build_app(model)
     url, public = launch(app, port=_free_port())
     assert public is None  # no share link by default
