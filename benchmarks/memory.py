@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -68,6 +69,16 @@ def run_case(mp: int, mode: str, folder: Path) -> dict:
             "threads": torch.get_num_threads()}
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def model_budget() -> int:
     from mambast.model.memory import DEFAULT_MEMORY_BUDGET
 
@@ -92,6 +103,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["blocked", "unblocked"], choices=["blocked", "unblocked"])
     ap.add_argument("--max-unblocked-mp", type=int, default=4, help="skip all-at-once runs above this size")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory.json")
+    ap.add_argument("--append", action="store_true", help="keep the other rows of an existing --out file")
     ap.add_argument("--case", nargs=3, metavar=("MP", "MODE", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.case:
@@ -116,7 +128,12 @@ def main() -> None:
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+    if args.append and args.out.exists():
+        done = {(r["mp"], r["mode"]) for r in rows}
+        old = json.loads(args.out.read_text())["rows"]
+        rows = sorted([r for r in old if (r["mp"], r["mode"]) not in done] + rows,
+                      key=lambda r: (r["mp"], r["mode"]))
+    result = {"cpu": cpu_name(), "load_average": os.getloadavg(), "python": platform.python_version(),
               "model": "paper (MambaST(), random official init, float32)", "budget_bytes": model_budget(),
               "rows": rows}
     tmp.cleanup()

@@ -11,7 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .shuffle import Generators, shuffle_order, shuffle_tokens
 from .ss2d import SS2D, Unused
+
+__all__ = ["DropPath", "VSSBlock", "STVSSBlock", "Encoder", "Decoder", "MambaCore", "Generators",
+           "shuffle_tokens"]
 from .st_ss2d import STSS2D
 
 
@@ -56,13 +60,14 @@ class VSSBlock(_BlockBase):
 
 
 class STVSSBlock(_BlockBase):
-    """Decoder block: content (B, H, W, C), (shuffled) style (B, H, W, C) -> (B, H, W, C)."""
+    """Decoder block: content (B, H, W, C), style (B, H, W, C), shuffle order -> (B, H, W, C)."""
 
     def __init__(self, d_model: int, d_state: int, d_inner: int, dt_rank: int, drop_path: float = 0.1):
         super().__init__(d_model, drop_path, STSS2D(d_model, d_state, d_inner, dt_rank))
 
-    def forward(self, content: Tensor, style: Tensor) -> Tensor:
-        fused = self.drop_path(self.self_attention(self.ln_1(content), style))  # the style is not normed here
+    def forward(self, content: Tensor, style: Tensor, order: Tensor | None = None) -> Tensor:
+        """`order`: the style shuffle's permutation (shuffle.py), applied inside ST-SS2D; None: as given."""
+        fused = self.drop_path(self.self_attention(self.ln_1(content), style, order))  # style not normed here
         x = torch.mul(content, self.skip_scale).add_(fused)
         del fused
         return self.norm(x)
@@ -81,30 +86,6 @@ class Encoder(nn.Module):
         return tokens
 
 
-Generators = torch.Generator | list[torch.Generator] | None
-
-
-def shuffle_tokens(style: Tensor, generator: Generators) -> Tensor:
-    """The style shuffle: a random permutation of the H*W positions.
-
-    style: (B, H, W, C). `generator` None means no shuffle; one generator draws one permutation shared over
-    the batch (as published); a list of B generators draws one permutation per sample, so a batch equals B
-    single calls with those generators. Permutations are drawn on the generator's device (CPU generators for
-    any model device), so a seed gives the same output on every device.
-    """
-    if generator is None:
-        return style
-    batch, H, W, C = style.shape
-    if isinstance(generator, torch.Generator):
-        perm = torch.randperm(H * W, generator=generator, device=generator.device).to(style.device)
-        return style.reshape(batch, H * W, C)[:, perm].reshape(batch, H, W, C)
-    if len(generator) != batch:
-        raise ValueError(f"{len(generator)} shuffle generators for a batch of {batch}")
-    perms = torch.stack([torch.randperm(H * W, generator=g, device=g.device) for g in generator])  # (B, L)
-    index = perms.to(style.device)[:, :, None].expand(-1, -1, C)
-    return torch.gather(style.reshape(batch, H * W, C), 1, index).reshape(batch, H, W, C)
-
-
 class Decoder(nn.Module):
     """The Mamba-ST decoder: ST-VSS blocks fusing the style into the content, then a LayerNorm."""
 
@@ -116,9 +97,9 @@ class Decoder(nn.Module):
 
     def forward(self, content: Tensor, style: Tensor, generator: Generators = None) -> Tensor:
         """content, style: encoded tokens (B, H, W, C); a fresh shuffle per block when `generator` is set
-        (one generator, or one per sample: see `shuffle_tokens`)."""
+        (one generator, or one per sample: see `shuffle.shuffle_order`)."""
         for block in self.layers:
-            content = block(content, shuffle_tokens(style, generator)).add_(content)
+            content = block(content, style, shuffle_order(style, generator)).add_(content)
         return self.norm(content)
 
 

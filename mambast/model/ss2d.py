@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..ops.backends import ScanBackend, check_backend_name, get_backend
 from .memory import DEFAULT_MEMORY_BUDGET, block_plan
+from .shuffle import permute_positions
 
 K = 4  # scan directions
 
@@ -125,10 +126,11 @@ class SS2DBase(nn.Module):
         """(B, Di, H, W) -> SiLU(DWConv3x3(x)), (B, Di, H, W)."""
         return F.silu(self.conv2d(x))
 
-    def scanned(self, tokens: Tensor, weight: Tensor, channels: slice, backend: ScanBackend) -> Tensor:
+    def scanned(self, tokens: Tensor, weight: Tensor, channels: slice, backend: ScanBackend,
+                order: Tensor | None = None) -> Tensor:
         """cross_scan(SiLU(DWConv3x3(tokens @ weight.T))) for the conv channels `channels`: tokens (B, H, W, C),
-        weight (dc, C) -> (B, K, dc, L)."""
-        x = channel_first(tokens, weight)  # (B, dc, H, W)
+        weight (dc, C) -> (B, K, dc, L); positions reordered by `order` (the style shuffle) before the conv."""
+        x = permute_positions(channel_first(tokens, weight), order)  # (B, dc, H, W)
         conv_w, conv_b = self.conv2d.weight[channels], self.conv2d.bias[channels]
         return backend.cross_scan(F.silu(F.conv2d(x, conv_w, conv_b, padding=1, groups=x.shape[1])))
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..ops.backends import ScanBackend
+from .shuffle import permute_tokens
 from .ss2d import SS2DBase, channel_first
 
 
@@ -26,12 +27,14 @@ class STSS2D(SS2DBase):
     def __init__(self, d_model: int, d_state: int, d_inner: int, dt_rank: int):
         super().__init__(d_model, d_state, d_inner, dt_rank, d_state, style_proj=True)
 
-    def forward(self, content: Tensor, style: Tensor) -> Tensor:
-        """content, style: (B, H, W, C) on the same grid -> (B, H, W, C)."""
+    def forward(self, content: Tensor, style: Tensor, order: Tensor | None = None) -> Tensor:
+        """content, style: (B, H, W, C) on the same grid; order: the style shuffle's permutation, (1 or B, L)
+        indices, or None (shuffle.py) -> (B, H, W, C)."""
         backend = self.backend(content.device)
         plan = self.block_plan(content)
         if plan is not None:
-            return self.forward_blocked(content, style, plan, backend)
+            return self.forward_blocked(content, style, order, plan, backend)
+        style = permute_tokens(style, order)
         x, z = channel_first(content, self.in_proj.weight).chunk(2, dim=1)  # (B, Di, H, W) each
         xs = backend.cross_scan(self.local_features(x))  # (B, K, Di, L)
         style_di = channel_first(style, self.in_style_proj.weight)  # (B, Di, H, W)
@@ -43,13 +46,14 @@ class STSS2D(SS2DBase):
         y = self.scan(ss, dt_low, B, C, backend, out=ss if self.scan_inplace() else None)
         return self.output(y, z, backend)
 
-    def forward_blocked(self, content: Tensor, style: Tensor, plan: tuple[int, bool],
+    def forward_blocked(self, content: Tensor, style: Tensor, order: Tensor | None, plan: tuple[int, bool],
                         backend: ScanBackend) -> Tensor:
-        """`forward` one block of channels at a time (inference; see `SS2DBase.output_blocked`)."""
+        """`forward` one block of channels at a time (inference; see `SS2DBase.output_blocked`); the shuffle
+        is applied to each block's projected style channels, so no shuffled copy of the style exists."""
         x_rows, s_rows = self.in_proj.weight[:self.d_inner], self.in_style_proj.weight
 
         def u_of(channels: slice) -> Tensor:  # the scanned style, (B, K, dc, L)
-            return self.scanned(style, s_rows[channels], channels, backend)
+            return self.scanned(style, s_rows[channels], channels, backend, order)
 
         def c_of(channels: slice) -> Tensor:  # the scanned content, (B, K, dc, L)
             return self.scanned(content, x_rows[channels], channels, backend)
