@@ -45,6 +45,15 @@ def test_find_images_nested_and_errors(tmp_path):
         find_images(tmp_path / "empty", "style")
 
 
+def test_find_images_leaves_out_the_run_folder(tmp_path):
+    """A run folder inside the content folder: its sample PNGs are never training data."""
+    _write_images(tmp_path / "c", 2)
+    _write_images(tmp_path / "c" / "run" / "samples", 2)
+    assert len(find_images(tmp_path / "c", "content")) == 4
+    found = find_images(tmp_path / "c", "content", exclude=tmp_path / "c" / "run")
+    assert [p.name for p in found] == ["im0.png", "im1.png"]
+
+
 def test_stream_is_deterministic_and_uses_the_paper_transform(tmp_path):
     c = find_images(_write_images(tmp_path / "c", 3, seed=1), "content")
     s = find_images(_write_images(tmp_path / "s", 2, seed=2), "style")

@@ -44,9 +44,10 @@ def mix_seed(*parts: int) -> int:
     return h & ((1 << 63) - 1)
 
 
-def find_images(folder: str | Path, role: str) -> list[Path]:
-    """Every image file under `folder` (flat or nested, sorted); one-line FieldError naming the config field
-    (`content_dir` / `style_dir`) when it is missing or holds no image."""
+def find_images(folder: str | Path, role: str, exclude: str | Path | None = None) -> list[Path]:
+    """Every image file under `folder` (flat or nested, sorted; hidden names skipped; `exclude`, e.g. the run
+    folder, left out); one-line FieldError naming the config field (`content_dir` / `style_dir`) when it is
+    missing or holds no image."""
     name = f"{role}_dir"
     if not folder:
         raise FieldError(f"no {name} given (a folder of {role} images)", name)
@@ -54,7 +55,7 @@ def find_images(folder: str | Path, role: str) -> list[Path]:
     if not path.is_dir():
         raise FieldError(f"{name} {path}: no such folder", name)
     try:
-        return list_images(path)
+        return list_images(path, exclude=exclude)
     except UserError as e:
         raise FieldError(f"{name}: {e}", name) from None
 

@@ -106,8 +106,8 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool):
         self.cfg, self.run_dir, self.ctx = cfg, run_dir, ctx
-        contents = find_images(cfg.content_dir, "content")
-        styles = find_images(cfg.style_dir, "style")
+        contents = find_images(cfg.content_dir, "content", exclude=run_dir)  # never its own samples
+        styles = find_images(cfg.style_dir, "style", exclude=run_dir)
         self.vgg = load_vgg(cfg.vgg, cfg.vgg_layout, allow_random=cfg.allow_random_vgg, device=ctx.device)
         self.loss_network = _loss_network_id(cfg, self.vgg)
         if cfg.vgg is None and ctx.is_main:
