@@ -443,8 +443,9 @@ def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, option
             if job.index in refused:
                 fail(job, refused[job.index])
     mine = [j for j in shard(jobs, dist.rank, dist.world) if j.index not in refused]
-    existing = [j for j in mine if options.skip_existing and (out / j.output).exists()]
-    todo = [j for j in mine if not (options.skip_existing and (out / j.output).exists())]
+    there = {j.index for j in mine if options.skip_existing and (out / j.output).exists()}
+    existing = [j for j in mine if j.index in there]
+    todo = [j for j in mine if j.index not in there]
     bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=not options.progress or dist.rank != 0)
     with contextlib.closing(bar):
         written = _Runner(model, out, options, fail).run(todo, bar)

@@ -133,14 +133,16 @@ def dataset_jobs(contents: Sequence[Named], styles: Sequence[Named], per_content
 
 
 def find_conflicts(jobs: Sequence[Job], output_dir: Path, inputs: set[Path]) -> dict[int, str]:
-    """Jobs that must not run, by index -> one-line reason: an output that is an input image, or an output
-    already claimed by an earlier job (compared case-insensitively: some file systems are); both inputs named."""
+    """Jobs that must not run, by index -> one-line reason: an output that is an input image (`inputs`:
+    resolved paths), or an output already claimed by an earlier job (compared case-insensitively: some file
+    systems are); both inputs named."""
     claimed: dict[str, Job] = {}
     reasons = {}
+    base = output_dir.expanduser().resolve()  # once: no file-system call per job
     for job in jobs:
         target = output_dir / job.output
         key = job.output.as_posix().casefold()
-        if target.resolve() in inputs:
+        if base / job.output in inputs:
             reasons[job.index] = f"{target}: refusing to overwrite an input image"
         elif key in claimed:
             first = claimed[key]
