@@ -79,8 +79,8 @@ class MambaSTConfig:
         return self.expand * self.d_model
 
     @property
-    def rank(self) -> int:
-        """dt_rank, resolved: ceil(d_model / 16) when not given."""
+    def resolved_dt_rank(self) -> int:
+        """The dt_rank the model is built with: the field, or ceil(d_model / 16) when it is None."""
         return self.dt_rank if self.dt_rank is not None else math.ceil(self.d_model / 16)
 
     def to_dict(self) -> dict:

@@ -179,3 +179,25 @@ def test_bf16_autocast_is_close_to_fp32_and_the_scan_stays_float32(folders, monk
     assert dtypes and set(dtypes) == {torch.float32}  # the native float32 scan ran under autocast
     diff = np.abs(np.asarray(ref, np.int16) - np.asarray(low, np.int16))
     assert 0 < diff.max() <= 16 and diff.mean() < 2  # bf16 changes the numbers, a little
+
+
+def test_mask_and_style_weights_batch_like_single_calls(folders, tmp_path, monkeypatch):
+    croot, sroot = folders
+    model = tiny_model()
+    contents, styles = named(list_images(croot), croot), named(list_images(sroot), sroot)
+    mask = Image.fromarray(np.kron([[0, 255], [255, 0]], np.ones((8, 8))).astype(np.uint8))
+    jobs = pair_jobs(contents, styles[:2], mix=True, seed=3)
+    assert [j.output.name for j in jobs][0] == "c0_stylized_s0+s1.png" and len(jobs) == 4
+    seen = _capture(monkeypatch)
+    for name, controls in (("mask", Controls(mask=mask)), ("mix", Controls(style_weights=(0.3, 0.7)))):
+        run_jobs(model, jobs, tmp_path / f"{name}1", RunOptions(size=None, controls=controls, progress=False))
+        one = dict(seen)
+        seen.clear()
+        run_jobs(model, jobs, tmp_path / f"{name}4", RunOptions(size=None, controls=controls, batch_size=4,
+                                                                progress=False))
+        assert max((one[k] - seen[k]).abs().max().item() for k in one) <= 1e-5
+        ref = Stylizer(model, size=None).stylize(jobs[1].content, list(jobs[1].styles),
+                                                 Controls(**{**controls.__dict__, "seed": 3}))
+        got = np.asarray(Image.open(tmp_path / f"{name}4" / jobs[1].output), np.int16)
+        assert np.abs(got - np.asarray(ref, np.int16)).max() <= 1  # rounding of values 1e-6 apart may flip
+        seen.clear()
