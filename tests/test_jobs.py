@@ -201,3 +201,39 @@ def test_mask_and_style_weights_batch_like_single_calls(folders, tmp_path, monke
         got = np.asarray(Image.open(tmp_path / f"{name}4" / jobs[1].output), np.int16)
         assert np.abs(got - np.asarray(ref, np.int16)).max() <= 1  # rounding of values 1e-6 apart may flip
         seen.clear()
+
+
+def test_stylize_dataset_manifest_and_resume_in_process(tmp_path, capsys):
+    import json
+
+    import mambast
+    from mambast.cli import main
+
+    ckpt = mambast.save_native(tiny_model(), tmp_path / "tiny.safetensors")
+    for i in range(4):
+        _img(tmp_path / "c" / f"k{i % 2}" / f"im{i}.png", 16, 16, seed=i)
+    for i in range(3):
+        _img(tmp_path / "s" / f"art{i}.png", 16, 16, seed=10 + i)
+    out = tmp_path / "out"
+    args = ["stylize-dataset", "--content", str(tmp_path / "c"), "--style", str(tmp_path / "s"), "--output",
+            str(out), "--checkpoint", str(ckpt), "--size", "0", "--quiet", "--manifest", "runs.jsonl",
+            "--styles-per-content", "2", "--batch-size", "3"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert [r["content"] for r in rows] == ["k0/im0.png"] * 2 + ["k0/im2.png"] * 2 + ["k1/im1.png"] * 2 + [
+        "k1/im3.png"] * 2
+    assert all((out / r["output"]).is_file() and r["output"].startswith(r["content"][:3]) for r in rows)
+    first = {r["output"]: np.asarray(Image.open(out / r["output"])) for r in rows}
+    gone = [rows[1]["output"], rows[6]["output"]]
+    for name in gone:
+        (out / name).unlink()
+    (out / "k0" / f".{Path(gone[0]).name}.999999999.tmp").write_bytes(b"\x89PNG half")  # a killed run's temp
+    capsys.readouterr()
+    assert main([*args, "--skip-existing"]) == 0
+    summary = capsys.readouterr().out
+    assert "wrote 2 images" in summary and "6 already there (skipped)" in summary
+    assert all(np.array_equal(first[n], np.asarray(Image.open(out / n))) for n in first)
+    assert [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()] == rows
+    assert not list(out.rglob(".*"))  # temp files of the killed run removed
+    assert main([*args[:-2], "--styles-per-content", "4"]) == 2
+    assert "holds 3 images" in capsys.readouterr().err
