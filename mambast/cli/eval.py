@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     Errors that stop everything raise UserError (exit 2).
     """
     from mambast.metrics.protocol import EvalWeights, evaluate, run_protocol
+    from mambast.metrics.report import format_value
 
     check_args(args)
     weights = EvalWeights(
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         f"pairs ({args.mode} preprocessing)"
     )
     for name, value in report["metrics"].items():
-        print(f"  {name:13s} {value:.4f}")
+        print(f"  {name:13s} {format_value(value)}")
     for name, why in report["skipped"].items():
         print(f"  {name:13s} skipped: {why}")
     if counts["unmatched"]:

@@ -17,7 +17,7 @@ from mambast.images import ImageError, load_image
 
 from .pairing import Pair
 
-__all__ = ["write_json", "write_markdown", "contact_sheet", "METRIC_NOTES"]
+__all__ = ["write_json", "write_markdown", "contact_sheet", "format_value", "METRIC_NOTES"]
 
 METRIC_NOTES = {
     "artfid": "ArtFID = (1 + LPIPS) * (1 + FID), lower is better",
@@ -31,6 +31,11 @@ METRIC_NOTES = {
     "style_loss": "paper style loss (vgg_normalised mean/std, 5 layers), mean over pairs",
     "fid_imagenet": "FID stylized vs style images, ImageNet Inception (pytorch-fid / torchvision weights)",
 }  # fmt: skip
+
+
+def format_value(value: float) -> str:
+    """4 decimals, or 4 significant digits for values below 0.01 (never a misleading 0.0000)."""
+    return f"{value:.4f}" if value == 0 or abs(value) >= 0.01 else f"{value:.4g}"
 
 
 def write_json(report: Mapping, path: Path) -> None:
@@ -51,7 +56,7 @@ def write_markdown(report: Mapping, path: Path) -> None:
     if report["metrics"]:
         lines += ["", "| metric | value | definition |", "|---|---|---|"]
         for name, value in report["metrics"].items():
-            lines.append(f"| {name} | {value:.4f} | {METRIC_NOTES.get(name, '')} |")
+            lines.append(f"| {name} | {format_value(value)} | {METRIC_NOTES.get(name, '')} |")
     else:
         lines += ["", "No metric could be computed (see Skipped)."]
     if report["skipped"]:
