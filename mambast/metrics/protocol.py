@@ -178,13 +178,14 @@ def _score_pair(nets: dict, pair: Pair, images: _Images, mode: str, size: int, d
     row: dict = {"stylized": pair.stylized.name, "content": pair.content.stem, "style": pair.style.stem}
     stylized = images.get(pair.stylized, keep=False)
     content, style = images.get(pair.content), images.get(pair.style)
-    for key, img, path in (("fid", stylized, pair.stylized), ("fid", style, pair.style)):
-        if key in nets:  # FID runs later on the scored pairs only: check its size now
-            w, h = apply_mode(img, mode, size, "fid").size
-            if min(w, h) < min_side(nets[key]):
+    for img, path in ((stylized, pair.stylized), (style, pair.style)):
+        for key in ("fid", "fid_imagenet"):  # FID runs later on the scored pairs only: check its sizes now
+            if key in nets and min(apply_mode(img, mode, size, "fid").size) < min_side(nets[key]):
+                w, h = apply_mode(img, mode, size, "fid").size
                 raise ValueError(f"{path}: {w}x{h} px, the Inception needs >= {min_side(nets[key])} px")
 
-    def prepared(kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepared(kind: str) -> tuple[Image.Image, Image.Image]:
+        """(stylized, content) preprocessed for `kind`, the content fitted to the stylized image's size."""
         out = apply_mode(stylized, mode, size, kind)
         con = fit_to(apply_mode(content, mode, size, kind), *out.size)
         return out, con

@@ -52,7 +52,7 @@ class LinearHead(nn.Module):
 class LPIPSAlex(nn.Module):
     """LPIPS distance with AlexNet features (v0.1 heads).
 
-    forward(x, y: (B, 3, H, W) RGB in [0, 1], same size, H, W >= 32) -> (B,) distances; 0 for x == y.
+    forward(x, y: (B, 3, H, W) RGB in [0, 1], same size, H, W >= 31) -> (B,) distances; 0 for x == y.
     """
 
     def __init__(self) -> None:
