@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import require
 from test_model import lively_
 
 from mambast import MambaST, MambaSTConfig, UserError
 from mambast.model.memory import block_plan
 from mambast.model.ss2d import SS2DBase
+from mambast.ops import scan_cpu
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +46,6 @@ def test_blocked_equals_all_at_once(small, budget, expect):
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_blocked_on_each_cpu_backend(small, backend):
     if backend == "cpu":
-        from conftest import require
-
-        from mambast.ops import scan_cpu
-
         require(scan_cpu.native_available(), f"native CPU scan unavailable: {scan_cpu.unavailable_reason()}")
     c, s = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 48, 64)
     small.set_scan_backend(backend)

@@ -27,20 +27,30 @@ def golden_model(synthetic_1234):
     return mambast.load(synthetic_1234)
 
 
-@pytest.mark.parametrize("backend", ["auto", pytest.param("torch", marks=pytest.mark.slow)])
-def test_golden_128(golden_model, backend):
-    """Seed-1234 synthetic weights reproduce the published code's outputs (shuffle off)."""
-    golden_model.set_scan_backend(backend)
+# Max |difference| to the published code's outputs measured on this CPU (fp32, 1 and 2 threads): 2.2e-6 for
+# every backend, all channels at once or in blocks; the goldens hold to twice that.
+GOLDEN_TOL = 4e-6
+
+
+@pytest.mark.parametrize("backend,budget", [("auto", None), ("auto", 1),
+                                            pytest.param("torch", None, marks=pytest.mark.slow),
+                                            pytest.param("ref", None, marks=pytest.mark.slow)])
+def test_golden_128(golden_model, backend, budget):
+    """Seed-1234 synthetic weights reproduce the published code's outputs (shuffle off); budget 1 runs every
+    SS2D layer in 16-channel blocks and the CNN decoder in tiles."""
+    golden_model.set_scan_backend(backend).set_memory_budget(budget)
     c, s = _pair("golden_128")
-    with torch.inference_mode():
-        out = golden_model(c, s, shuffle=False)[0].numpy()
-        ident = golden_model(c, c, shuffle=False)[0].numpy()
-    golden_model.set_scan_backend("auto")
-    assert np.abs(out - np.load(DATA / "golden_128" / "stylized.npy")).max() <= 1e-4
-    assert np.abs(ident - np.load(DATA / "golden_128" / "content_identity.npy")).max() <= 1e-4
+    try:
+        with torch.inference_mode():
+            out = golden_model(c, s, shuffle=False)[0].numpy()
+            ident = golden_model(c, c, shuffle=False)[0].numpy()
+    finally:
+        golden_model.set_scan_backend("auto").set_memory_budget()
+    assert np.abs(out - np.load(DATA / "golden_128" / "stylized.npy")).max() <= GOLDEN_TOL
+    assert np.abs(ident - np.load(DATA / "golden_128" / "content_identity.npy")).max() <= GOLDEN_TOL
     meta = json.loads((DATA / "golden_128" / "meta.json").read_text())
-    assert out.mean() == pytest.approx(meta["out_mean"], abs=1e-5)
-    assert out.std() == pytest.approx(meta["out_std"], abs=1e-5)
+    assert torch.from_numpy(out).mean().item() == pytest.approx(meta["out_mean"], abs=1e-6)
+    assert torch.from_numpy(out).std().item() == pytest.approx(meta["out_std"], abs=1e-6)  # unbiased, as recorded
 
 
 def test_golden_nonsquare(synthetic_77):
@@ -50,7 +60,7 @@ def test_golden_nonsquare(synthetic_77):
     assert c.shape[-2:] == (64, 96)
     with torch.inference_mode():
         out = model(c, s, shuffle=False)[0].numpy()
-    assert np.abs(out - np.load(DATA / "golden_nonsquare_64x96" / "stylized.npy")).max() <= 1e-4
+    assert np.abs(out - np.load(DATA / "golden_nonsquare_64x96" / "stylized.npy")).max() <= GOLDEN_TOL
 
 
 @torch.no_grad()
@@ -130,7 +140,8 @@ def test_official_init_is_xavier_everywhere():
 def test_config_roundtrip_and_validation():
     cfg = MambaSTConfig.preset("tiny")
     assert MambaSTConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    assert MambaSTConfig().rank == 32 and MambaSTConfig().d_inner == 1024
+    assert MambaSTConfig().resolved_dt_rank == 32 and MambaSTConfig().d_inner == 1024
+    assert MambaSTConfig(d_model=100).resolved_dt_rank == 7 and MambaSTConfig(dt_rank=5).resolved_dt_rank == 5
     with pytest.raises(UserError):
         MambaSTConfig(patch_size=6)
     with pytest.raises(UserError):

@@ -13,13 +13,16 @@ import warnings
 
 import pytest
 import torch
+from conftest import in_ci, require
 
 from mambast.ops import scan_cpu, selective_scan
 from mambast.ops.scan_ref import selective_scan_ref
 from mambast.ops.scan_torch import selective_scan_torch
 
 dispatch_module = importlib.import_module("mambast.ops.backends")
-needs_native = pytest.mark.skipif(not scan_cpu.native_available(), reason="native CPU scan unavailable here")
+# a skip locally, a failure under CI (conftest.require): CI machines have a C compiler
+needs_native = pytest.mark.skipif(not in_ci() and not scan_cpu.native_available(),
+                                  reason="native CPU scan unavailable here")
 
 
 def make_inputs(seed, batch, dg, groups, length, state, three_d=False, with_D=True, with_z=False,
@@ -119,8 +122,8 @@ def _native(**kw):
 @pytest.mark.parametrize("case", GRID, ids=case_id)
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_matches_float64_loop(backend, case):
-    if backend == "cpu" and not scan_cpu.native_available():
-        pytest.skip("native CPU scan unavailable here")
+    if backend == "cpu":
+        require(scan_cpu.native_available(), "native CPU scan unavailable here")
     batch, dg, groups, length, state, three_d, with_D, with_z, with_bias, softplus = case
     inputs = make_inputs(sum(case[:5]), batch, dg, groups, length, state, three_d, with_D, with_z, with_bias,
                          softplus)
@@ -258,8 +261,7 @@ def test_build_is_cached_and_failure_reported(monkeypatch, tmp_path, capfd):
     finally:
         monkeypatch.undo()
         scan_cpu._library.cache_clear()
-    if scan_cpu._compiler() is None:
-        pytest.skip("no C compiler here")
+    require(scan_cpu._compiler() is not None, "no C compiler here")
     monkeypatch.setenv("MAMBAST_CACHE_DIR", str(tmp_path))
     try:
         assert scan_cpu.native_available()
@@ -304,8 +306,7 @@ def test_avx2_and_portable_builds(monkeypatch, arch):
     monkeypatch.setenv("MAMBAST_NATIVE_ARCH", arch)
     scan_cpu._library.cache_clear()
     try:
-        if not scan_cpu.native_available():
-            pytest.skip(scan_cpu.unavailable_reason())
+        require(scan_cpu.native_available(), scan_cpu.unavailable_reason())
         assert scan_cpu._library().mst_vector_width() == 8
         for case in GRID[:4]:
             batch, dg, groups, length, state, three_d, with_D, with_z, with_bias, softplus = case
@@ -346,8 +347,7 @@ def assert_ulp_bound(x: torch.Tensor, ref: torch.Tensor, arg: torch.Tensor) -> N
 @pytest.mark.slow
 def test_build_without_openmp(monkeypatch, tmp_path):
     """A compiler without OpenMP still gives a working (single-threaded) kernel with the same numbers."""
-    if scan_cpu._compiler() is None:
-        pytest.skip("no C compiler here")
+    require(scan_cpu._compiler() is not None, "no C compiler here")
     monkeypatch.setattr(scan_cpu, "_FLAGS", tuple(f for f in scan_cpu._FLAGS if f != "-fopenmp"))
     monkeypatch.setenv("MAMBAST_CACHE_DIR", str(tmp_path))
     scan_cpu._library.cache_clear()

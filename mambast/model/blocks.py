@@ -108,7 +108,7 @@ class MambaCore(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        dims = (cfg.d_model, cfg.d_state, cfg.d_inner, cfg.rank)
+        dims = (cfg.d_model, cfg.d_state, cfg.d_inner, cfg.resolved_dt_rank)
         self.encoder_c = Encoder(cfg.content_layers, *dims)
         self.encoder_s = Encoder(cfg.style_layers, *dims)
         self.decoder = Decoder(cfg.decoder_layers, *dims, drop_path=cfg.drop_path)
