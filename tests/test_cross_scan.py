@@ -28,3 +28,35 @@ def test_merge_is_the_adjoint_and_gradients_are_exact():
     torch.testing.assert_close(lhs, rhs)
     assert torch.autograd.gradcheck(cross_scan, (x.requires_grad_(),))
     assert torch.autograd.gradcheck(lambda t: cross_merge(t, 4, 6), (y.requires_grad_(),))
+
+
+def test_backend_table_pairs_each_scan_with_its_cross_scan():
+    """One object per backend: "torch" (and the CPU backends) never use the Triton cross scan, on CUDA either;
+    "triton" does; the model's choice reaches every SS2D layer."""
+    from mambast import MambaST, MambaSTConfig
+    from mambast.model.ss2d import SS2DBase
+    from mambast.ops import BACKENDS, get_backend
+
+    for name in ("torch", "cpu", "ref"):
+        assert get_backend(name, "cuda").cross_impl == "torch"
+    assert get_backend("triton", "cuda").cross_impl == "triton"
+    assert set(BACKENDS) == {"auto", "ref", "torch", "cpu", "mamba_ssm", "triton"}
+    model = MambaST(MambaSTConfig.preset("tiny")).set_scan_backend("torch")
+    layers = [m for m in model.modules() if isinstance(m, SS2DBase)]
+    assert len(layers) == 3
+    cuda = torch.device("cuda")  # resolving needs no GPU
+    assert all(m.backend(cuda).name == "torch" and m.backend(cuda).cross_impl == "torch" for m in layers)
+    x = torch.randn(1, 3, 4, 5)
+    torch.testing.assert_close(get_backend("triton", "cpu").cross_scan(x), cross_scan(x), rtol=0, atol=0)
+
+
+def test_backend_name_is_checked():
+    import pytest
+
+    from mambast import MambaST, MambaSTConfig, UserError
+    from mambast.ops import get_backend
+
+    with pytest.raises(ValueError, match="unknown selective-scan backend 'cuda'"):
+        get_backend("cuda", "cpu")
+    with pytest.raises(UserError, match="unknown scan backend"):
+        MambaST(MambaSTConfig.preset("tiny")).set_scan_backend("fast")
