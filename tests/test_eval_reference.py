@@ -203,7 +203,8 @@ def protocol_folders(tmp_path_factory):
 def test_paper_mode_equals_the_restated_reference(protocol_folders, layout_weights, tmp_path):
     root = protocol_folders
     report = evaluate(root / "stylized", root / "content", root / "style", tmp_path, mode="paper", size=96,
-                      weights=EvalWeights(**layout_weights, folder=tmp_path / "none"), progress=False)  # fmt: skip
+                      weights=EvalWeights(**layout_weights, folder=tmp_path / "none"), progress=False,
+                      fid_inf=True, fid_inf_points=4)  # fmt: skip
     pairs = [(root / "stylized" / f"{c}_stylized_{s}.jpg", root / "content" / f"{c}.jpg", root / "style" / f"{s}.jpg")
              for c in ("c0", "c1", "c2") for s in ("s0", "s1", "s2")]  # fmt: skip
     ref = ref_protocol(pairs, layout_weights, size=96)
@@ -216,6 +217,7 @@ def test_paper_mode_equals_the_restated_reference(protocol_folders, layout_weigh
     assert report["fid_style_set"] == "pairs" and "copy_inputs.py" in report["protocol"]
     assert "short side 96 without crop" in report["protocol"]
     assert report["counts"]["pairs"] == 9 and report["failed"] == []
+    assert np.isfinite(got["fid_inf"]) and got["fid_inf"] != pytest.approx(got["fid"], rel=1e-3)  # a real fit
 
 
 def test_fid_style_set_pairs_is_the_repeated_set_and_differs_from_unique():
