@@ -1,4 +1,4 @@
-"""The 4-direction cross scan against its definition (architecture.md section 6), and its adjoint merge."""
+"""The 4-direction cross scan against its definition (docs/model.md section 6), and its adjoint merge."""
 
 from __future__ import annotations
 

@@ -158,4 +158,4 @@ def test_other_patch_size_runs():
 
 def test_paper_model_size():
     n = sum(t.numel() for t in MambaST().state_dict().values())
-    assert n == 27_082_819  # "27.1 M stored parameters" (architecture.md section 8)
+    assert n == 27_082_819  # "27.1 M stored parameters" (docs/model.md section 8)

@@ -1,4 +1,4 @@
-"""The native CPU and pure-torch selective scans against the float64 reference loop (selective-scan.md).
+"""The native CPU and pure-torch selective scans against the float64 reference loop (docs/selective-scan.md).
 
 Every case compares the forward output and every gradient (u, delta, A, B, C, D, z, delta_bias) with the
 loop of scan_ref.py run in float64 on the same (rounded) inputs.

@@ -1,4 +1,4 @@
-"""VSS and ST-VSS blocks, the two encoders and the Mamba-ST decoder (architecture.md sections 3 and 5).
+"""VSS and ST-VSS blocks, the two encoders and the Mamba-ST decoder (docs/model.md sections 3 and 5).
 
     VSS block:     x = input * skip_scale + DropPath(SS2D(ln_1(input)));            out = norm(x)
     ST-VSS block:  x = input * skip_scale + DropPath(ST_SS2D(ln_1(input), style));   out = norm(x)

@@ -1,4 +1,4 @@
-"""CNN decoder (architecture.md section 7): tokens back to pixels, x2 nearest upsampling per stage.
+"""CNN decoder (docs/model.md section 7): tokens back to pixels, x2 nearest upsampling per stage.
 
 The module is an nn.Sequential whose indices are the published `decoder_iter_N.pth` keys (1, 5, 8, ...).
 At inference on large token maps it runs in overlapping tiles within the model's memory budget (memory.py):

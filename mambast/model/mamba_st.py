@@ -1,4 +1,4 @@
-"""Mamba-ST: patch embedding -> content/style encoders -> ST-VSS decoder -> CNN decoder (architecture.md 1)."""
+"""Mamba-ST: patch embedding -> content/style encoders -> ST-VSS decoder -> CNN decoder (docs/model.md 1)."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def match_size(style: Tensor, content: Tensor) -> Tensor:
 
 @torch.no_grad()
 def official_init_(module: nn.Module) -> None:
-    """The published code's init (architecture.md section 9): after the usual Mamba init, every parameter
+    """The published code's init (docs/model.md section 9): after the usual Mamba init, every parameter
     with two or more dimensions (A_logs and the stacked projections included) is redrawn Xavier-uniform."""
     for p in module.parameters():
         if p.dim() >= 2:

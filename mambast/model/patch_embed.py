@@ -1,4 +1,4 @@
-"""Patch embedding (architecture.md section 2): one strided convolution, shared by content and style."""
+"""Patch embedding (docs/model.md section 2): one strided convolution, shared by content and style."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The style shuffle (architecture.md section 5): a random permutation of the L = H * W style positions, drawn
+"""The style shuffle (docs/model.md section 5): a random permutation of the L = H * W style positions, drawn
 per decoder block. The permutation is drawn once (`shuffle_order`) and applied where it is cheapest: to the
 tokens (`permute_tokens`), or, in the bounded-memory path, to each block of projected channels
 (`permute_positions`), which gives the same numbers without a shuffled copy of the style (docs/memory.md)."""

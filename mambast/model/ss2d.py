@@ -1,4 +1,4 @@
-"""SS2D: the 2-D selective scan layer of the encoders (architecture.md section 4).
+"""SS2D: the 2-D selective scan layer of the encoders (docs/model.md section 4).
 
     xz = in_proj(x); x, z = chunk(xz)            x: (B, H, W, Di) content path, z: gate
     x  = SiLU(DWConv3x3(x))

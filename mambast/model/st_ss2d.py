@@ -1,4 +1,4 @@
-"""ST-SS2D: content and style fused inside the selective scan (architecture.md section 5).
+"""ST-SS2D: content and style fused inside the selective scan (docs/model.md section 5).
 
     xz = in_proj(content); x, z = chunk(xz)          gate z from the CONTENT
     s  = in_style_proj(style)

@@ -67,7 +67,7 @@ class ScanBackend:
     def scan(self, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
              z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
              return_last_state: bool = False):
-        """The selective scan (contract of mamba_ssm's selective_scan_fn, selective-scan.md)."""
+        """The selective scan (contract of mamba_ssm's selective_scan_fn, docs/selective-scan.md)."""
         return _scan_fn(self.name)(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
     def scan_lowrank(self, u: Tensor, dt_low: Tensor, dt_weight: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -108,7 +108,7 @@ class ScanBackend:
         return "triton" if _triton_cross(self.name) else "torch"
 
     def cross_scan(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, 4, C, L), the four scan orders (architecture.md section 6)."""
+        """(B, C, H, W) -> (B, 4, C, L), the four scan orders (docs/model.md section 6)."""
         if x.is_cuda and self.cross_impl == "triton":
             from .cross_scan_triton import cross_scan_triton
 

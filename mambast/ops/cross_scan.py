@@ -1,4 +1,4 @@
-"""The 4-direction cross scan and its adjoint, the cross merge (architecture.md section 6).
+"""The 4-direction cross scan and its adjoint, the cross merge (docs/model.md section 6).
 
     direction 0: row-major flatten of (H, W)      direction 1: column-major flatten
     direction 2: direction 0 reversed             direction 3: direction 1 reversed

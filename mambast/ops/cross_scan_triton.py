@@ -1,6 +1,6 @@
 """The 4-direction cross scan and cross merge as Triton kernels, each the other's backward (adjoint).
 
-Same maps as mambast.ops.cross_scan (architecture.md section 6), for CUDA tensors:
+Same maps as mambast.ops.cross_scan (docs/model.md section 6), for CUDA tensors:
     direction 0: row-major flatten of (H, W)      direction 1: column-major flatten
     direction 2: direction 0 reversed             direction 3: direction 1 reversed
 cross_scan is a gather (each x element written to 4 places); cross_merge is a gather of 4 elements per

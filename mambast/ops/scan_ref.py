@@ -1,4 +1,4 @@
-"""Plain reference of the selective scan: a loop over t of exactly the recurrence in selective-scan.md.
+"""Plain reference of the selective scan: a loop over t of exactly the recurrence in docs/selective-scan.md.
 
 It is the gold standard for tests (run it in float64 on tiny shapes) and the last-resort fallback.
 Autograd through it costs O(L^2 D N) memory traffic: keep L <= 256 and few channels when differentiating.

@@ -1,4 +1,4 @@
-"""Selective scan in Triton: forward and backward GPU kernels, no compiled extension (selective-scan.md).
+"""Selective scan in Triton: forward and backward GPU kernels, no compiled extension (docs/selective-scan.md).
 
 Design (state-spaces/mamba's CUDA kernel re-thought for Triton):
     one program per (batch b, block of BLOCK_D channels of one B/C group g); grid (G * blocks, batch)

@@ -1,4 +1,4 @@
-"""`selective_scan`: one entry point, the contract of mamba_ssm's `selective_scan_fn` (selective-scan.md).
+"""`selective_scan`: one entry point, the contract of mamba_ssm's `selective_scan_fn` (docs/selective-scan.md).
 
 Backends (``backend=``), from the table in backends.py:
     "ref"      the plain float loop of scan_ref.py (tests; slow)

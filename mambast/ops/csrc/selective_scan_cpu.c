@@ -1,6 +1,6 @@
 /* Native CPU selective scan of mambast (forward + backward), see docs/native-scan.md.
  *
- * Semantics: shared/reference/selective-scan.md. Per (b, d, n), with dt = softplus(delta + bias):
+ * Semantics: docs/selective-scan.md. Per (b, d, n), with dt = softplus(delta + bias):
  *     h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t,     y_t = sum_n C_t h_t + D u_t.
  *
  * Design:
