@@ -12,10 +12,12 @@ import numpy as np
 
 from .io import VideoError
 
-__all__ = ["DISFlow", "to_gray", "warp", "inside_mask", "consistency_mask", "motion_boundary_mask", "valid_mask"]
+__all__ = ["DISFlow", "require_cv2", "to_gray", "warp", "inside_mask", "consistency_mask", "motion_boundary_mask",
+           "valid_mask"]
 
 
-def _cv2():
+def require_cv2():
+    """The cv2 module, or a one-line VideoError saying how to install it."""
     try:
         import cv2
     except ImportError:
@@ -27,7 +29,7 @@ def to_gray(frame: np.ndarray) -> np.ndarray:
     """RGB (H, W, 3) uint8, or float in [0, 1] -> (H, W) uint8 luma (what DIS works on)."""
     if frame.dtype != np.uint8:
         frame = np.clip(frame * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return _cv2().cvtColor(np.ascontiguousarray(frame), _cv2().COLOR_RGB2GRAY)
+    return require_cv2().cvtColor(np.ascontiguousarray(frame), require_cv2().COLOR_RGB2GRAY)
 
 
 class DISFlow:
@@ -39,7 +41,7 @@ class DISFlow:
     PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 
     def __init__(self, preset: str = "medium"):
-        cv2 = _cv2()
+        cv2 = require_cv2()
         self._dis = cv2.DISOpticalFlow_create(self.PRESETS[preset])
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -57,7 +59,7 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """`image` (H, W[, C]) sampled at x + flow(x) (bilinear; borders replicated, see `inside_mask`)."""
-    cv2 = _cv2()
+    cv2 = require_cv2()
     h, w = flow.shape[:2]
     xs, ys = _grid(h, w)
     return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], interpolation=cv2.INTER_LINEAR,

@@ -29,7 +29,7 @@ from .stabilise import Stabiliser
 __all__ = ["DEFAULT_SEED", "DEFAULT_STABILITY", "VideoReport", "stylize_frames", "stylize_video", "video_controls"]
 
 DEFAULT_SEED = 0  # the shuffle seed of a video when none is given
-DEFAULT_STABILITY = 0.6  # benchmarks/video.py: the best trade-off (README "Video")
+DEFAULT_STABILITY = 0.3  # benchmarks/video.py: the best trade-off (README "Video")
 
 
 def video_controls(controls: Controls | None) -> Controls:

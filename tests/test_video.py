@@ -1,0 +1,205 @@
+"""`mambast video` and mambast.video: a 2-second synthetic clip with audio keeps its frame count, exact
+rational frame rate, duration and audio packets; frame folders in/out; one-line errors; the shuffle is fixed
+for the whole video; the flow blend steadies a flickering static shot and leaves a scene cut alone."""
+
+from __future__ import annotations
+
+import importlib.util
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from conftest import require
+from PIL import Image
+
+require(importlib.util.find_spec("av") is not None and importlib.util.find_spec("cv2") is not None,
+        "PyAV and OpenCV (pip install -e '.[video]')")
+
+import av  # noqa: E402
+
+import mambast  # noqa: E402
+from mambast import MambaST, MambaSTConfig  # noqa: E402
+from mambast.cli import main  # noqa: E402
+from mambast.inference import Controls, Stylizer  # noqa: E402
+from mambast.video import VideoReader, VideoWriter, stylize_frames  # noqa: E402
+from mambast.video.stabilise import Stabiliser  # noqa: E402
+
+NTSC = Fraction(30000, 1001)
+
+
+def make_clip(path, seconds=2.0, rate=NTSC, size=(32, 24), audio=True, video=True):
+    """A synthetic clip: MPEG-4 Part 2 video (a moving bar over a colour ramp) and AAC stereo audio (a tone)."""
+    out = av.open(str(path), "w")
+    n, sr = round(seconds * rate), 48000
+    v = out.add_stream("mpeg4", rate=rate) if video else None  # every stream added before the first packet
+    a = out.add_stream("aac", rate=sr) if audio else None
+    if v is not None:
+        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
+    if a is not None:
+        a.layout = "stereo"
+    if v is not None:
+        for i in range(n):
+            img = np.zeros((size[1], size[0], 3), np.uint8)
+            img[..., 0] = np.linspace(0, 255, size[0], dtype=np.uint8)
+            img[:, i % size[0]:, 1] = 200
+            out.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(v.encode(None))
+    if a is not None:
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+        for k in range(0, len(tone), 1024):
+            frame = av.AudioFrame.from_ndarray(np.stack([tone[k:k + 1024]] * 2), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = sr, k
+            out.mux(a.encode(frame))
+        out.mux(a.encode(None))
+    out.close()
+    return path
+
+
+def probe(path):
+    """(frames, average rate, video duration s, container duration s, (w, h), audio packets' bytes or None)."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        info = (v.frames, v.average_rate, float(v.duration * v.time_base), c.duration / 1e6, (v.width, v.height))
+        audio = None
+        if c.streams.audio:
+            audio = [bytes(p) for p in c.demux(c.streams.audio[0]) if p.dts is not None]
+    return (*info, audio)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    model = MambaST(MambaSTConfig.preset("tiny"))
+    with torch.no_grad():  # outputs spread over [0, 1] (a random init gives all-black images once clamped)
+        model.cnn_decoder[-1].weight.mul_(10)
+        model.cnn_decoder[-1].bias.fill_(0.5)
+    return mambast.save_native(model, path)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4")
+
+
+@pytest.fixture
+def style(tmp_path):
+    path = tmp_path / "style.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (20, 20, 3), np.uint8)).save(path)
+    return path
+
+
+def test_reader_writer_roundtrip_keeps_rate_count_duration_and_audio(clip, tmp_path):
+    frames_in, rate_in, dur_in, cdur_in, _, audio_in = probe(clip)
+    assert (frames_in, rate_in) == (60, NTSC) and len(audio_in) > 80
+    out = tmp_path / "copy.mp4"
+    with VideoReader(clip) as r:
+        assert (r.info.width, r.info.height, r.info.rate, r.info.frames, r.info.has_audio) == (32, 24, NTSC, 60, True)
+        decoded = []
+        with VideoWriter(out, r.info.rate, 32, 24, audio=r.audio) as w:
+            for f in r.frames(on_audio=w.mux_audio):
+                decoded.append(f)
+                w.write(f)
+    frames, rate, dur, cdur, size, audio = probe(out)
+    assert (frames, rate, size) == (60, NTSC, (32, 24))
+    assert dur == pytest.approx(60 * 1001 / 30000, abs=1e-6) == pytest.approx(dur_in, abs=1e-6)
+    assert cdur == pytest.approx(cdur_in, abs=1 / 30)
+    assert audio == audio_in  # the same packets, byte for byte: copied, not re-encoded
+    with VideoReader(out) as r:  # H.264 at CRF 18: the pictures survive
+        again = list(r.frames())
+    assert np.abs(np.stack(again).astype(int) - np.stack(decoded)).mean() < 3
+
+
+def test_cli_video_keeps_rate_duration_and_audio(tmp_path, ckpt, style, capsys):
+    src = make_clip(tmp_path / "in.mp4", rate=Fraction(15000, 1001))  # 30 frames over 2.002 s
+    _, _, dur_in, _, _, audio_in = probe(src)
+    out = tmp_path / "out" / "styled.mp4"
+    assert main(["video", str(src), "--style", str(style), "--output", str(out), "--size", "16", "--checkpoint",
+                 str(ckpt), "--device", "cpu", "--quiet", "--batch-size", "8"]) == 0
+    frames, rate, dur, _, size, audio = probe(out)
+    assert (frames, rate) == (30, Fraction(15000, 1001))
+    assert dur == pytest.approx(dur_in, abs=1e-6)
+    assert size == (20, 16)  # 32 x 24 -> short side 16 -> 21 x 16 -> even width for yuv420p
+    assert audio == audio_in
+    assert "wrote 30 frames (20 x 16 at 15000/1001 fps, audio copied)" in capsys.readouterr().out
+    assert [p.name for p in out.parent.iterdir()] == ["styled.mp4"]  # no temporary file left behind
+
+
+def test_frame_folders_in_and_out(tmp_path, ckpt, style, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 24, 3), np.uint8)).save(frames / f"f{i:03d}.png")
+    common = ["--style", str(style), "--size", "0", "--checkpoint", str(ckpt), "--device", "cpu", "--quiet"]
+    assert main(["video", str(frames), "--output", str(tmp_path / "out"), *common]) == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["frame_000001.png", "frame_000002.png", "frame_000003.png"]
+    assert Image.open(tmp_path / "out" / written[0]).size == (24, 16)
+    assert main(["video", str(frames), "--output", str(tmp_path / "f.mkv"), "--fps", "30000/1001", *common]) == 0
+    assert probe(tmp_path / "f.mkv")[1] == NTSC  # a folder takes its rate from --fps
+    assert probe(tmp_path / "f.mkv")[4] == (24, 16)
+
+
+def _one_error_line(capsys, argv, expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mambast: error: ") and expected in err, err
+
+
+def test_corrupt_audio_only_and_bad_arguments_are_one_line(tmp_path, clip, style, capsys):
+    out = str(tmp_path / "o.mp4")
+    audio = make_clip(tmp_path / "tone.m4a", video=False)
+    _one_error_line(capsys, ["video", str(audio), "--style", str(style), "--output", out],
+                    "tone.m4a: an audio-only file with no video stream")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clip.read_bytes()[:2000])  # truncated before the index: not a readable video
+    _one_error_line(capsys, ["video", str(broken), "--style", str(style), "--output", out],
+                    "broken.mp4: not a readable video")
+    junk = tmp_path / "junk.mov"
+    junk.write_bytes(b"not a video at all" * 50)
+    _one_error_line(capsys, ["video", str(junk), "--style", str(style), "--output", out], "junk.mov: not a readable")
+    _one_error_line(capsys, ["video", str(tmp_path / "missing.mp4"), "--style", str(style), "--output", out],
+                    "missing.mp4: no such file")
+    _one_error_line(capsys, ["video", str(clip), "--style", str(style), "--output", out, "--stability", "1.5"],
+                    "--stability must be in [0, 1]")
+    _one_error_line(capsys, ["video", str(clip), "--style", str(style), "--output", out, "--fps", "25"],
+                    "--fps is for a folder of frames")
+    _one_error_line(capsys, ["video", str(clip), "--style", str(style), "--output", str(tmp_path / "o.avi"),
+                             "--checkpoint", "none-such"], "")  # some one-line error (checkpoint or type)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_one_shuffle_for_the_whole_video(ckpt):
+    """The same frame anywhere in the video, in any batch position, gets the same stylization (the style
+    encoded once, one shuffle seed); a redrawn shuffle would change it."""
+    stylizer = Stylizer(mambast.load(ckpt), size=None)
+    frame = np.random.default_rng(3).integers(0, 255, (16, 24, 3), np.uint8)
+    style = Image.fromarray(np.random.default_rng(4).integers(0, 255, (16, 16, 3), np.uint8))
+    outs = list(stylize_frames(stylizer, [frame] * 5, style, batch_size=2, stability=0))
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    tokens = stylizer.style_tokens(style, stylizer.grid(24, 16))
+    a, b = (stylizer.stylize_tensor(x, [tokens], Controls(), seeds=[s]) for s in (1, 2))
+    assert (a - b).abs().max() > 1e-5  # the shuffle matters: a redrawn one would change every frame
+    seed0 = stylizer.stylize_tensor(x, [tokens], Controls(), seeds=[0])[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    assert np.array_equal(outs[0], (seed0 * 255 + 0.5).astype(np.uint8))  # the default seed is 0
+
+
+def test_stabiliser_steadies_a_static_shot_and_skips_a_cut():
+    rng = np.random.default_rng(0)
+    import cv2
+
+    still = (cv2.GaussianBlur(rng.random((48, 64, 3)).astype(np.float32), (0, 0), 3) * 255).astype(np.uint8)
+    look = still.astype(np.float32) / 255
+    flicker = [np.clip(look + rng.normal(0, 0.05, look.shape).astype(np.float32), 0, 1) for _ in range(6)]
+    assert Stabiliser(0.0)(still, flicker[0]) is flicker[0]  # S = 0: off
+    stab = Stabiliser(0.5)
+    steady = [stab(still, f) for f in flicker]
+    raw_diff = np.mean([np.mean((a - b) ** 2) for a, b in zip(flicker[:-1], flicker[1:], strict=True)])
+    new_diff = np.mean([np.mean((a - b) ** 2) for a, b in zip(steady[2:-1], steady[3:], strict=True)])
+    assert new_diff < 0.6 * raw_diff
+    other = np.ascontiguousarray(np.flipud(np.fliplr(still)))  # a cut: nothing of the last frame is visible
+    cut = stab(other, flicker[0])
+    assert np.mean(np.abs(cut - flicker[0])) < 0.2 * np.mean(np.abs(steady[-1] - flicker[0]))
