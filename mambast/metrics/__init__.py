@@ -16,6 +16,7 @@ from .losses import content_loss, mean_std, style_loss
 from .pairing import Pair, pair_by_name
 from .preprocess import MODES
 from .protocol import EvalWeights, evaluate, load_networks, run_protocol
+from .warping import warping_error as warping_error  # video temporal consistency (mambast.video)
 
 __all__ = [
     "MODES", "EvalWeights", "Pair", "artfid", "cfsd", "cfsd_from_features", "content_loss", "evaluate",
