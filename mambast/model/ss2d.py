@@ -126,13 +126,12 @@ class SS2DBase(nn.Module):
         """(B, Di, H, W) -> SiLU(DWConv3x3(x)), (B, Di, H, W)."""
         return F.silu(self.conv2d(x))
 
-    def scanned(self, tokens: Tensor, weight: Tensor, channels: slice, backend: ScanBackend,
-                order: Tensor | None = None) -> Tensor:
-        """cross_scan(SiLU(DWConv3x3(tokens @ weight.T))) for the conv channels `channels`: tokens (B, H, W, C),
-        weight (dc, C) -> (B, K, dc, L); positions reordered by `order` (the style shuffle) before the conv."""
+    def features(self, tokens: Tensor, weight: Tensor, channels: slice, order: Tensor | None = None) -> Tensor:
+        """SiLU(DWConv3x3(tokens @ weight.T)) for the conv channels `channels`: tokens (B, H, W, C), weight
+        (dc, C) -> (B, dc, H, W); positions reordered by `order` (the style shuffle) before the conv."""
         x = permute_positions(channel_first(tokens, weight), order)  # (B, dc, H, W)
         conv_w, conv_b = self.conv2d.weight[channels], self.conv2d.bias[channels]
-        return backend.cross_scan(F.silu(F.conv2d(x, conv_w, conv_b, padding=1, groups=x.shape[1])))
+        return F.silu(F.conv2d(x, conv_w, conv_b, padding=1, groups=x.shape[1]))
 
     def scan(self, u: Tensor, dt_low: Tensor, B: Tensor, C: Tensor, backend: ScanBackend,
              channels: slice = slice(None), out: Tensor | None = None) -> Tensor:
@@ -183,13 +182,14 @@ class SS2DBase(nn.Module):
         return [slice(i, min(i + size, self.d_inner)) for i in range(0, self.d_inner, size)]
 
     def projections_blocked(self, streams, weights: list[Tensor], splits: list[str], block: int,
-                            backend: ScanBackend, like: Tensor) -> list[Tensor]:
+                            backend: ScanBackend, like: Tensor, kept: Tensor | None = None) -> list[Tensor]:
         """Sum x_proj-style projections over channel blocks, straight into the layouts the scan reads.
 
-        streams[i](channels) -> (B, K, dc, L), the scanned sequence of stream i for those channels;
-        weights[i] (K, rows_i, Di), its rows split as splits[i] says: "dt" R rows, "B"/"C" N rows each (e.g.
-        "dt B C"). Returns one (B, K, rows, L) tensor per split, in order: dt_low contiguous, B/C in
-        `backend.bc_buffer`'s layout. No (B, K, Di, L) tensor and no per-block temporary of this size exists.
+        streams[i](channels) -> (B, dc, H, W), the conv features of stream i for those channels (cross-scanned
+        here); weights[i] (K, rows_i, Di), its rows split as splits[i] says: "dt" R rows, "B"/"C" N rows each
+        (e.g. "dt B C"). `kept` (B, Di, L), optional: where the LAST stream's features are stored, so that the
+        scan need not recompute them. Returns one (B, K, rows, L) tensor per split, in order: dt_low contiguous,
+        B/C in `backend.bc_buffer`'s layout. No (B, K, Di, L) tensor and no per-block temporary of this size.
         """
         batch, H, W, _ = like.shape
         sizes = [[self.dt_rank if name == "dt" else self.d_state for name in names.split()] for names in splits]
@@ -198,8 +198,12 @@ class SS2DBase(nn.Module):
                 for names in splits for name in names.split()]
         for channels in self.blocks(block):
             at = 0
-            for stream, weight, rows in zip(streams, weights, sizes, strict=True):
-                xs = stream(channels)  # (B, K, dc, L)
+            for i, (stream, weight, rows) in enumerate(zip(streams, weights, sizes, strict=True)):
+                maps = stream(channels)  # (B, dc, H, W)
+                if kept is not None and i == len(streams) - 1:
+                    kept[:, channels] = maps.view(batch, -1, H * W)
+                xs = backend.cross_scan(maps)  # (B, K, dc, L)
+                del maps
                 dc, L = xs.shape[2], xs.shape[3]
                 xs = xs.view(batch * K, dc, L)
                 start = 0
@@ -209,30 +213,30 @@ class SS2DBase(nn.Module):
                     start, at = start + n, at + 1
         return outs
 
-    def output_blocked(self, u_of, dt_low: Tensor, B: Tensor, C: Tensor, gate_tokens: Tensor,
-                       plan: tuple[int, bool], backend: ScanBackend) -> Tensor:
-        """`scan` + `output` one block of channels at a time, without any (B, Di, L) tensor unless `plan` keeps
-        the merged y.
+    def output_blocked(self, u_of, dt_low: Tensor, B: Tensor, C: Tensor, gate_tokens: Tensor, block: int,
+                       backend: ScanBackend, kept: Tensor | None = None) -> Tensor:
+        """`scan` + `output` one block of channels at a time, without any (B, Di, L) tensor but `kept`.
 
-        u_of(channels) -> the scanned sequence of those channels (B, K, dc, L), recomputed per call;
-        dt_low (B, K, R, L), B and C (B, K, N, L) as `scan`; gate_tokens (B, H, W, C) the content the gate z is
-        projected from. First pass: scan and merge each block, accumulate the LayerNorm mean and M2 over
-        channels (Chan's pairwise update); second pass: normalise each block (its merged y kept or scanned
-        again), gate, and accumulate out_proj. Returns (B, H, W, C).
+        u_of(channels) -> the conv features of the scanned stream for those channels (B, dc, H, W), recomputed
+        per call, unless `kept` (B, Di, L) holds them (`projections_blocked` stored them there; each block's
+        merged y then replaces its features in place); dt_low (B, K, R, L), B and C (B, K, N, L) as `scan`;
+        gate_tokens (B, H, W, C) the content the gate z is projected from. First pass: scan and merge each
+        block, accumulate the LayerNorm mean and M2 over channels (Chan's pairwise update); second pass:
+        normalise each block (its merged y kept, or scanned again), gate, accumulate out_proj. -> (B, H, W, C).
         """
-        size, keep = plan
         batch, H, W, _ = gate_tokens.shape
         L = H * W
 
         def merged(channels: slice) -> Tensor:  # (B, dc, L)
-            u = u_of(channels)
+            maps = kept[:, channels].view(batch, -1, H, W) if kept is not None else u_of(channels)
+            u = backend.cross_scan(maps)
+            del maps
             return backend.cross_merge(self.scan(u, dt_low, B, C, backend, channels, out=u), H, W)
 
-        kept = gate_tokens.new_empty(batch, self.d_inner, L) if keep else None
         mean = gate_tokens.new_zeros(batch, 1, L, dtype=torch.float32)
         m2 = torch.zeros_like(mean)
         count = 0
-        for channels in self.blocks(size):
+        for channels in self.blocks(block):
             y = merged(channels)
             if kept is not None:
                 kept[:, channels] = y
@@ -245,13 +249,18 @@ class SS2DBase(nn.Module):
         rstd = torch.rsqrt(m2.div_(count).add_(self.out_norm.eps))  # (B, 1, L)
         out = gate_tokens.new_zeros(batch, L, self.out_proj.weight.shape[0])
         z_rows = self.in_proj.weight[self.d_inner:]
-        for channels in self.blocks(size):
+        for channels in self.blocks(block):
             y = kept[:, channels] if kept is not None else merged(channels)
             w, b = self.out_norm.weight[channels, None], self.out_norm.bias[channels, None]
             y = ((y - mean) * rstd * w + b).to(out.dtype)
             y.mul_(F.silu(channel_first(gate_tokens, z_rows[channels]).view(batch, -1, L)))
             out.baddbmm_(y.transpose(1, 2), self.out_proj.weight[:, channels].t().expand(batch, -1, -1))
         return out.view(batch, H, W, -1)
+
+    def kept_buffer(self, plan: tuple[int, bool], like: Tensor) -> Tensor | None:
+        """The (B, Di, L) buffer for the scanned stream's features, then its merged y, when `plan` keeps it."""
+        batch, H, W, _ = like.shape
+        return like.new_empty(batch, self.d_inner, H * W) if plan[1] else None
 
 
 class SS2D(SS2DBase):
@@ -277,8 +286,10 @@ class SS2D(SS2DBase):
         """`forward` one block of channels at a time (inference; see `output_blocked`): x (B, H, W, C)."""
         x_rows = self.in_proj.weight[:self.d_inner]
 
-        def u_of(channels: slice) -> Tensor:  # (B, K, dc, L)
-            return self.scanned(x, x_rows[channels], channels, backend)
+        def x_of(channels: slice) -> Tensor:  # (B, dc, H, W)
+            return self.features(x, x_rows[channels], channels)
 
-        dt_low, B, C = self.projections_blocked([u_of], [self.x_proj_weight], ["dt B C"], plan[0], backend, x)
-        return self.output_blocked(u_of, dt_low, B, C, x, plan, backend)
+        kept = self.kept_buffer(plan, x)
+        dt_low, B, C = self.projections_blocked([x_of], [self.x_proj_weight], ["dt B C"], plan[0], backend, x,
+                                                kept)
+        return self.output_blocked(x_of, dt_low, B, C, x, plan[0], backend, kept)

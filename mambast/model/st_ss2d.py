@@ -52,12 +52,13 @@ class STSS2D(SS2DBase):
         is applied to each block's projected style channels, so no shuffled copy of the style exists."""
         x_rows, s_rows = self.in_proj.weight[:self.d_inner], self.in_style_proj.weight
 
-        def u_of(channels: slice) -> Tensor:  # the scanned style, (B, K, dc, L)
-            return self.scanned(style, s_rows[channels], channels, backend, order)
+        def s_of(channels: slice) -> Tensor:  # the style's conv features, shuffled, (B, dc, H, W)
+            return self.features(style, s_rows[channels], channels, order)
 
-        def c_of(channels: slice) -> Tensor:  # the scanned content, (B, K, dc, L)
-            return self.scanned(content, x_rows[channels], channels, backend)
+        def c_of(channels: slice) -> Tensor:  # the content's, (B, dc, H, W)
+            return self.features(content, x_rows[channels], channels)
 
-        C, dt_low, B = self.projections_blocked([c_of, u_of], [self.x_proj_weight, self.style_proj_weight],
-                                                ["C", "dt B"], plan[0], backend, content)
-        return self.output_blocked(u_of, dt_low, B, C, content, plan, backend)
+        kept = self.kept_buffer(plan, content)
+        C, dt_low, B = self.projections_blocked([c_of, s_of], [self.x_proj_weight, self.style_proj_weight],
+                                                ["C", "dt B"], plan[0], backend, content, kept)
+        return self.output_blocked(s_of, dt_low, B, C, content, plan[0], backend, kept)
