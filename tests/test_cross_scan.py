@@ -48,6 +48,11 @@ def test_backend_table_pairs_each_scan_with_its_cross_scan():
     assert all(m.backend(cuda).name == "torch" and m.backend(cuda).cross_impl == "torch" for m in layers)
     x = torch.randn(1, 3, 4, 5)
     torch.testing.assert_close(get_backend("triton", "cpu").cross_scan(x), cross_scan(x), rtol=0, atol=0)
+    assert get_backend("torch", "cpu").available() and get_backend("ref", "cuda").unavailable_reason() == ""
+    import importlib.util
+
+    has_triton = importlib.util.find_spec("triton") is not None
+    assert get_backend("triton", "cuda").available() == has_triton
 
 
 def test_backend_name_is_checked():

@@ -102,6 +102,21 @@ class ScanBackend:
             return like.new_zeros(batch, groups, length, state).transpose(-1, -2)
         return like.new_zeros(shape)
 
+    def unavailable_reason(self) -> str:
+        """Why this backend cannot run here ("" when it can): no native build, or a missing package. Device
+        checks (CUDA for "triton" and "mamba_ssm") happen when called."""
+        if self.name == "cpu":
+            from .scan_cpu import unavailable_reason
+
+            return unavailable_reason()
+        if self.name in ("triton", "mamba_ssm") and not has_module(self.name):
+            return f"the {self.name} package is not installed"
+        return ""
+
+    def available(self) -> bool:
+        """Whether this backend can run here (see `unavailable_reason`)."""
+        return not self.unavailable_reason()
+
     @property
     def cross_impl(self) -> str:
         """Which cross scan/merge this backend runs on CUDA tensors: "triton" or "torch" (CPU: always torch)."""
