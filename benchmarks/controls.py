@@ -157,7 +157,7 @@ def main() -> None:
     print("mean |CbCr(output) - CbCr(content)| (0-255):", result["chroma_diff_255"])
     if args.pictures:
         second = args.second_style or sorted(list_images(SECOND_STYLE))[0]
-        result["pictures"] = [str(x.relative_to(REPO)) for x in pictures(engine, args.pictures, second)]
+        result["pictures"] = [str(x) for x in pictures(engine, args.pictures, second)]
         result["second_style"] = str(Path(second).name)
     result["seconds"] = time.perf_counter() - t
     if args.json:
