@@ -3,7 +3,8 @@ published-layout weights from shared/official, seed 1234), through the engine (`
 
     python benchmarks/precision_cpu.py --sizes 256 512 --repeats 3 --json benchmarks/results/precision_cpu.json
 
-Each (size, precision): best of `repeats` timed calls after one warm-up, the same content/style/shuffle seed;
+Each (size, precision): best of `repeats` timed calls after one warm-up (precisions alternating within each
+repeat), the same content/style/shuffle seed;
 error: max |output - output of the first precision (fp32)| over the raw (unclamped) output and over the 8-bit image.
 """
 
@@ -41,22 +42,24 @@ def to_8bit(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round()
 
 
-def run(model: MambaST, precision: str, content: torch.Tensor, style: torch.Tensor, repeats: int):
-    """(raw output (1, 3, h, w), best seconds of `repeats`) for one stylization at `precision`."""
-    engine = Stylizer(model, size=None, precision=precision)
+def measure(model: MambaST, precisions: list[str], content: torch.Tensor, style: torch.Tensor, repeats: int):
+    """{precision: (raw output (1, 3, h, w), best seconds)}: the precisions alternate within each repeat, so
+    the noise of a shared machine hits all of them alike."""
+    engines = {p: Stylizer(model, size=None, precision=p) for p in precisions}
 
-    def once():
+    def once(engine):
         with torch.inference_mode(), engine.autocast():
             tokens = model.encode_style(style)
         return engine.stylize_tensor(content, [tokens], Controls(seed=0))
 
-    once()
-    times = []
+    outs = {p: once(e) for p, e in engines.items()}  # warm-up
+    times: dict[str, list[float]] = {p: [] for p in precisions}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = once()
-        times.append(time.perf_counter() - t0)
-    return out, min(times)
+        for p, engine in engines.items():
+            t0 = time.perf_counter()
+            outs[p] = once(engine)
+            times[p].append(time.perf_counter() - t0)
+    return {p: (outs[p], min(times[p])) for p in precisions}
 
 
 def main() -> int:
@@ -76,13 +79,11 @@ def main() -> int:
     for size in args.sizes:
         g = torch.Generator().manual_seed(size)
         content, style = torch.rand(1, 3, size, size, generator=g), torch.rand(1, 3, size, size, generator=g)
-        ref, base = None, None
-        for precision in args.precisions:
-            out, seconds = run(model, precision, content, style, args.repeats)
+        results = measure(model, args.precisions, content, style, args.repeats)
+        ref, base = results[args.precisions[0]]
+        for precision, (out, seconds) in results.items():
             row = {"size": size, "precision": precision, "s_per_image": round(seconds, 3)}
-            if ref is None:
-                ref, base = out, seconds
-            else:
+            if precision != args.precisions[0]:
                 row["max_abs_err_raw"] = float((out - ref).abs().max())
                 row["max_abs_err_8bit"] = int((to_8bit(out) - to_8bit(ref)).abs().max())
                 row["speedup_vs_first"] = round(base / seconds, 2)
