@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("input", metavar="INPUT", help="video file or folder of frames (sorted by name)")
     p.add_argument("--style", required=True, metavar="FILE", help="style image")
     p.add_argument("--output", required=True, metavar="OUT", help="output video (.mp4/.m4v/.mov/.mkv) or folder")
-    p.add_argument("--size", type=int, default=512,
+    p.add_argument("--size", type=int, default=512, metavar="N",
                    help="resize the frames' short side to N px (default 512); 0 keeps their size")
     p.add_argument("--stability", type=float, default=DEFAULT_STABILITY, metavar="S",
                    help="blend each output with the previous output warped by optical flow, 0..1 "
