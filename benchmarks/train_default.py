@@ -76,10 +76,17 @@ def distill(args: argparse.Namespace) -> int:
     from mambast.train.distill import train as run_distill
 
     weights = dict(zip(("pixel", "feature", "content", "style"), args.weights, strict=True))
-    cfg = DistillConfig(model=STUDENT.to_dict(), cache_dir=str(args.cache), vgg=str(args.vgg),
+    model = STUDENT.to_dict()  # a new run's student; a continued one keeps its source's architecture:
+    if args.init_from and args.init_from.is_file():  # a weights file (e.g. the bundled model)
+        from mambast.io import read_native
+
+        model = read_native(args.init_from)[0].to_dict()
+    elif args.init_from:  # a distillation run folder
+        model = json.loads((args.init_from / "config.json").read_text())["model"]
+    cfg = DistillConfig(model=model, cache_dir=str(args.cache), vgg=str(args.vgg),
                         init_from=str(args.init_from) if args.init_from else None, crop=args.crop,
                         batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, lr_decay_to=args.lr_decay_to,
-                        max_iter=args.max_iter, weights=weights, threads=args.threads)
+                        max_iter=args.max_iter, weights=weights, threads=args.threads, seed=args.seed)
     print(run_distill(cfg, args.run_dir))
     return 0
 
@@ -180,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--max-iter", type=int, default=100_000)
     d.add_argument("--weights", type=float, nargs=4, default=[1.0, 0.1, 0.0, 0.0],
                    metavar=("PIXEL", "FEATURE", "CONTENT", "STYLE"))
-    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--seed", type=int, default=0, help="data stream and shuffle seed (give each phase its own)")
+    d.add_argument("--threads", type=int, default=1)
     d.set_defaults(func=distill)
     e = sub.add_parser("export", help="write the run's latest weights as the bundled fp16 safetensors")
     e.add_argument("run_dir", type=Path)
