@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from mambast.errors import UserError
+from mambast.images import load_image
 from mambast.metrics import (
     artfid,
     cfsd_from_features,
@@ -30,7 +31,6 @@ from mambast.metrics import (
     pair_by_name,
     style_loss,
 )
-from mambast.images import load_image
 from mambast.metrics.preprocess import apply_mode, for_metric
 from mambast.metrics.weights import KNOWN, fetch, resolve
 from mambast.nets.inception import InceptionV3, InceptionWeightsError, load_inception
