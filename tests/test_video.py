@@ -203,3 +203,12 @@ def test_stabiliser_steadies_a_static_shot_and_skips_a_cut():
     other = np.ascontiguousarray(np.flipud(np.fliplr(still)))  # a cut: nothing of the last frame is visible
     cut = stab(other, flicker[0])
     assert np.mean(np.abs(cut - flicker[0])) < 0.2 * np.mean(np.abs(steady[-1] - flicker[0]))
+
+
+def test_an_interrupted_write_leaves_no_file(tmp_path):
+    out = tmp_path / "x.mp4"
+    with pytest.raises(KeyboardInterrupt), VideoWriter(out, NTSC, 33, 24) as w:
+        w.write(np.zeros((24, 33, 3), np.uint8))
+        assert (w.width, w.height) == (32, 24)  # yuv420p: even sides
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []  # neither the video nor its temporary file

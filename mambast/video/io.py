@@ -12,6 +12,7 @@ Problems meant for users (missing, corrupt, audio-only, unsupported output) are 
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -247,7 +248,10 @@ class VideoWriter:
         try:
             if exc_type is None:
                 self._mux(self._v.encode(None))  # flush the encoder
-            self._out.close()
+                self._out.close()
+            else:  # the file is discarded: an error while closing must not hide the first one
+                with contextlib.suppress(Exception):
+                    self._out.close()
         finally:
             self._file_cm.__exit__(exc_type, exc, tb)
 

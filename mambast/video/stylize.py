@@ -103,7 +103,7 @@ def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | P
         width, height = plan_size(info.width, info.height, stylizer.size)
         if is_video_path(output):
             if info.rate is None:
-                raise VideoError(f"{source}: the frame rate is unknown; give it with rate")
+                raise VideoError(f"{source}: the video's frame rate is unknown; write PNG frames to a folder instead")
             writer = VideoWriter(output, info.rate, width, height, audio=reader.audio)
         elif output.suffix and not output.is_dir():
             raise VideoError(f"{output}: unsupported output type (use .mp4, .m4v, .mov, .mkv, or a folder for "
@@ -116,6 +116,7 @@ def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | P
             for frame in stylize_frames(stylizer, frames, style, controls, batch_size, stability):
                 writer.write(frame)
                 bar.update(1)
-    return VideoReport(writer.frames_written, width - width % 2 if is_video_path(output) else width,
-                       height - height % 2 if is_video_path(output) else height, info.rate,
-                       reader.audio is not None and is_video_path(output), time.perf_counter() - start)
+    if isinstance(writer, VideoWriter):
+        width, height = writer.width, writer.height  # even sides for yuv420p
+    return VideoReport(writer.frames_written, width, height, info.rate,
+                       reader.audio is not None and isinstance(writer, VideoWriter), time.perf_counter() - start)
