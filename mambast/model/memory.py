@@ -21,25 +21,24 @@ def unblocked_bytes(tokens: int, d_inner: int, directions: int) -> int:
     return tokens * FLOAT * (5 + 2 * directions) * d_inner
 
 
-def block_plan(tokens: int, d_inner: int, d_model: int, proj_rows: int, directions: int,
+def block_plan(tokens: int, d_inner: int, d_model: int, dt_rank: int, d_state: int, directions: int,
                budget: int | None) -> tuple[int, bool] | None:
-    """(channels per block, keep the merged y) for a layer over `tokens` = B * L positions, or None to run all
-    channels at once (no budget, or the unblocked working set fits).
+    """(channels per block, keep a (B, Di, L) buffer) for a layer over `tokens` = B * L positions, or None to
+    run all channels at once (no budget, or the unblocked working set fits).
 
-    Fixed cost per token: the projections x_dbl (K * proj_rows, plus a re-laid copy of B/C) and the output
-    accumulator (d_model). Per channel of a block: its in_proj rows, conv, K scanned rows, merged row and gate,
-    for both streams of ST-SS2D: (4 + 2K) floats. The merged y of all Di channels is kept (so each block is
-    scanned once, not twice: once for LayerNorm statistics, once for the output) when it takes at most half of
-    what the fixed part leaves.
+    Fixed cost per token: the projections (K (R + 2N) floats: delta's low rank, B, C) and the output
+    accumulator (d_model). Per channel of a block: its projected and conv maps, K scanned rows, the merged
+    row, the gate: (4 + K) floats. The buffer holding the scanned stream's features and then its merged y
+    (so nothing is computed twice) is used when it takes at most half of what the fixed part leaves.
     """
     if budget is None or unblocked_bytes(tokens, d_inner, directions) <= budget:
         return None
-    fixed = tokens * FLOAT * (2 * directions * proj_rows + d_model)
+    fixed = tokens * FLOAT * (directions * (dt_rank + 2 * d_state) + d_model)
     free = max(budget - fixed, 0)
     keep = tokens * FLOAT * d_inner <= free // 2
     if keep:
         free -= tokens * FLOAT * d_inner
-    per_channel = tokens * FLOAT * (4 + 2 * directions)
+    per_channel = tokens * FLOAT * (4 + directions)
     block = max(free // per_channel // LANES * LANES, LANES)
     return min(block, d_inner), keep
 

@@ -118,7 +118,7 @@ class SS2DBase(nn.Module):
         if torch.is_grad_enabled() or torch.is_autocast_enabled(tokens.device.type):  # blocks: float32 only
             return None
         batch, H, W, C = tokens.shape
-        return block_plan(batch * H * W, self.d_inner, C, self.x_proj_weight.shape[1], K, self.memory_budget)
+        return block_plan(batch * H * W, self.d_inner, C, self.dt_rank, self.d_state, K, self.memory_budget)
 
     # ---- the steps -----------------------------------------------------------------------------------
 
