@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from ..fs import WriteError, atomic_write, atomic_write_text, ensure_dir
+from ..fs import WriteError, atomic_write, atomic_write_bytes, atomic_write_text, ensure_dir
 from ..images import check_planned_size, image_size, load_image, load_resized, plan_size, to_pil, to_tensor
 from ..model import MambaST
 from ..model.mamba_st import pad_to_patches, padded_size
@@ -383,7 +383,7 @@ def check_output_dir(output_dir: str | Path) -> Path:
     out = ensure_dir(output_dir)
     probe = out / f".mambast-write-test.{os.getpid()}"
     try:
-        atomic_write_text(probe, "")
+        atomic_write_bytes(probe, bytes(4096))  # one block: a full disk fails here, not on every output
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
