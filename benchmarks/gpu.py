@@ -27,6 +27,7 @@ of its floor, forward+backward within 3x, Triton at least as fast as mamba_ssm, 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -64,14 +65,14 @@ import torch  # noqa: E402
 from mambast.ops import scan_triton  # noqa: E402
 from mambast.ops.cross_scan import cross_merge, cross_scan  # noqa: E402
 from mambast.ops.scan_ref import selective_scan_ref  # noqa: E402
-from mambast.ops.selective_scan import _has_module, selective_scan  # noqa: E402
+from mambast.ops.selective_scan import selective_scan  # noqa: E402
 
 SMOKE = ARGS.smoke
 if not SMOKE and not torch.cuda.is_available():
     sys.exit("benchmarks/gpu.py: no CUDA device here; run with --smoke to test the script on the CPU")
 DEV = torch.device("cpu" if SMOKE else "cuda")
 REPS = ARGS.reps or (1 if SMOKE else 10)
-HAS_MAMBA_SSM = _has_module("mamba_ssm") and not SMOKE
+HAS_MAMBA_SSM = importlib.util.find_spec("mamba_ssm") is not None and not SMOKE
 RESULTS: dict = {"smoke": SMOKE, "errors": []}
 START = time.perf_counter()
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / ("gpu_smoke.json" if SMOKE else "gpu.json")
