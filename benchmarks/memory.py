@@ -92,7 +92,7 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['width']} x {r['height']} | {r['mode']} | {r['error']} | | | |")
             continue
         lines.append(f"| {r['width']} x {r['height']} ({r['width'] * r['height'] / 1e6:.1f} MP) | {r['mode']} | "
-                     f"{r['peak_rss_mb'] / 1024:.2f} GB | {r['seconds']:.1f} | {r['seconds_per_mp']:.2f} | "
+                     f"{r['peak_rss_mb'] / 1024:.2f} GiB | {r['seconds']:.1f} | {r['seconds_per_mp']:.2f} | "
                      f"{r['cpu_seconds_per_mp']:.2f} |")
     return "\n".join(lines)
 
