@@ -29,7 +29,7 @@ from mambast.inference import Controls, Stylizer  # noqa: E402
 
 
 def paper_model(tmp: Path) -> tuple[MambaST, str]:
-    for cand in (os.environ.get("MAMBAST_SHARED"), ROOT.parent / "shared", Path("/work/shared")):
+    for cand in (os.environ.get("MAMBAST_SHARED"), ROOT.parent / "shared"):
         gen = Path(cand or "/nonexistent") / "official" / "synthetic_weights.py"
         if gen.exists():
             subprocess.run([sys.executable, str(gen), str(tmp), "--seed", "1234"], check=True, capture_output=True)

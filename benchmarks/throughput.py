@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def find_shared() -> Path:
-    for cand in (os.environ.get("MAMBAST_SHARED"), ROOT.parent / "shared", Path("/work/shared")):
+    for cand in (os.environ.get("MAMBAST_SHARED"), ROOT.parent / "shared"):
         if cand and (Path(cand) / "images" / "dev").is_dir():
             return Path(cand)
     sys.exit("throughput.py: shared/images/dev not found (set MAMBAST_SHARED)")

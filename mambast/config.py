@@ -27,7 +27,7 @@ def dataclass_from_dict(cls, d: dict, what: str):
 
 @dataclass(frozen=True)
 class MambaSTConfig:
-    """Mamba-ST hyper-parameters (architecture.md section 1); the defaults are the published model.
+    """Mamba-ST hyper-parameters (docs/model.md section 1); the defaults are the published model.
 
     d_model: token width C; expand: d_inner = expand * d_model; d_state: N; dt_rank: R (None -> ceil(C/16));
     patch_size: patch embedding stride, a power of two (one x2 upsampling per halving in the CNN decoder);

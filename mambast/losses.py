@@ -1,4 +1,4 @@
-"""The VGG-feature losses of the paper (architecture.md section 10), shared by training (`mambast.train`) and
+"""The VGG-feature losses of the paper (docs/model.md section 10), shared by training (`mambast.train`) and
 evaluation (`mambast.metrics`); this module sits below both and imports neither.
 
     mean_std(f)   per-channel mean and std over H*W (unbiased variance + eps, then sqrt)

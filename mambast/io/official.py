@@ -1,4 +1,4 @@
-"""The published three-file checkpoint layout (architecture.md section 11, keys in official_layout.json):
+"""The published three-file checkpoint layout (docs/model.md section 11, keys in official_layout.json):
 
     mamba_iter_N.pth      encoder_c.*, encoder_s.*, decoder.*, new_ps.*   -> MambaST.mamba
     decoder_iter_N.pth    1.weight ... 28.bias (CNN decoder)              -> MambaST.cnn_decoder

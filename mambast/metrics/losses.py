@@ -1,4 +1,4 @@
-"""The paper's VGG content and style losses as evaluation metrics (architecture.md section 10).
+"""The paper's VGG content and style losses as evaluation metrics (docs/model.md section 10).
 
     mean_std(f)  per-channel mean and std (unbiased variance + 1e-5, then sqrt) over H*W
     normal(f)    (f - mean) / std

@@ -2,7 +2,7 @@
 
 A preset is a model configuration name (MambaSTConfig.preset) plus training hyper-parameters:
 
-    paper   the published recipe (architecture.md 10): paper model, 512x512 resize + random 256 crop, batch 8,
+    paper   the published recipe (docs/model.md section 10): paper model, 512x512 resize + random 256 crop, batch 8,
             Adam lr 1e-4 constant, 160k iterations, loss weights 7 / 10 / 70 / 1, DropPath 0.1 in the decoder.
     default the bundled model's architecture (MambaSTConfig.preset("default")) with the first phase of its
             CPU recipe (benchmarks/train_default.py): 64 px crops of 128x128 resizes, batch 4, lr 3e-4, 50

@@ -1,4 +1,4 @@
-"""The Mamba-ST training objective (architecture.md section 10). All terms are mean-squared errors.
+"""The Mamba-ST training objective (docs/model.md section 10). All terms are mean-squared errors.
 
     content   = MSE(normal(F4(Ics)), normal(F4(c))) + MSE(normal(F5(Ics)), normal(F5(c)))
     style     = sum_i MSE(mean_i(Ics), mean_i(s)) + MSE(std_i(Ics), std_i(s))           i = 1..5
