@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -101,7 +102,8 @@ def main() -> None:
         print(f"| {key} | {got[key]:.6f} | {ref[key]:.6f} | {rel:.1e} |")
     print(f"\nmambast (stylize + score): {t_mambast:.0f} s; re-statement (score only, float64): {t_ref:.0f} s")
     if args.json:
-        result = {"settings": vars(args) | {"pairs": len(pairs)}, "rows": rows, "protocol": report["protocol"],
+        settings = {k: (os.path.relpath(v, ROOT) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        result = {"settings": settings | {"pairs": len(pairs)}, "rows": rows, "protocol": report["protocol"],
                   "seconds_mambast": round(t_mambast, 1), "seconds_reference": round(t_ref, 1)}  # fmt: skip
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
