@@ -185,8 +185,13 @@ def check_planned_size(name: str | Path, w: int, h: int, max_pixels: int | None 
     if patch and (w < patch or h < patch):
         raise ImageError(f"{name}: {w} x {h} px is smaller than one {patch} x {patch} patch")
     if max_pixels and w * h > max_pixels:
-        raise ImageError(f"{name}: planned size {w} x {h} px ({w * h / 1e6:.1f} MP) is over the limit of "
-                         f"{max_pixels / 1e6:.1f} MP (max_pixels); ask for a smaller size or raise the limit")
+        raise ImageError(f"{name}: planned size {w} x {h} px ({_pixels(w * h)}) is over the limit of "
+                         f"{_pixels(max_pixels)} (max_pixels); ask for a smaller size or raise the limit")
+
+
+def _pixels(n: int) -> str:
+    """A pixel count for messages: "16.8 MP", or "6,016 px" below 0.1 MP."""
+    return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{n:,} px"
 
 
 def resize_short_side(img: Image.Image, size: int | None, max_pixels: int | None = DEFAULT_MAX_PIXELS,

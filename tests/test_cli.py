@@ -101,7 +101,7 @@ def _stylize(ckpt, content, style, out, *extra):
     return main(["stylize", "--content", str(content), "--style", *map(str, style if isinstance(style, list)
                                                                         else [style]),
                  "--output", str(out), "--checkpoint", str(ckpt), "--size", "0", "--seed", "1", "--quiet",
-                 *extra])
+                 *map(str, extra)])
 
 
 def test_output_that_cannot_be_a_folder_is_one_line(tmp_path, ckpt, capsys):
@@ -184,11 +184,29 @@ def test_several_styles_mixed_or_each_on_its_own(tmp_path, ckpt):
     assert _stylize(ckpt, c, [s1, s2], tmp_path / "each") == 0
     assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["c_stylized_s1.png", "c_stylized_s2.png"]
     assert _stylize(ckpt, c, [s1, s2], tmp_path / "mix", "--style-weights", "1", "0") == 0
-    assert [p.name for p in (tmp_path / "mix").iterdir()] == ["c_stylized_s1+s2.png"]
+    assert [p.name for p in (tmp_path / "mix").iterdir()] == ["c_stylized_s1+s2@1-0.png"]
     # weight 1 on one style is that style exactly
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "mix" / "c_stylized_s1+s2.png")),
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "mix" / "c_stylized_s1+s2@1-0.png")),
                           np.asarray(Image.open(tmp_path / "each" / "c_stylized_s1.png")))
     assert _stylize(ckpt, c, [s1, s2], tmp_path / "bad", "--style-weights", "1") == 2
+    # other weights and a mask never share that name
+    assert _stylize(ckpt, c, [s1, s2], tmp_path / "mix", "--style-weights", "0.3", "0.7") == 0
+    mask = _img(tmp_path / "m.png", 16, 16, seed=3)
+    assert _stylize(ckpt, c, [s1, s2], tmp_path / "mix", "--mask", mask) == 0
+    assert sorted(p.name for p in (tmp_path / "mix").iterdir()) == [
+        "c_stylized_s1+s2@0.3-0.7.png", "c_stylized_s1+s2@1-0.png", "c_stylized_s1+s2@mask-m.png"]
+
+
+def test_mask_is_checked_before_any_work(tmp_path, ckpt, capsys):
+    c = _img(tmp_path / "c.png", 16, 16)
+    s1, s2 = _img(tmp_path / "s1.png", 16, 16, seed=1), _img(tmp_path / "s2.png", 16, 16, seed=2)
+    for styles, mask, why in (([s1, s2], tmp_path / "nope.png", "no such file"),
+                              ([s1], _img(tmp_path / "m.png", 16, 16, seed=3), "at least two styles")):
+        capsys.readouterr()
+        assert _stylize(ckpt, c, styles, tmp_path / "out", "--mask", mask) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1
+        assert not list((tmp_path / "out").glob("*.png"))
 
 
 def test_max_pixels_refuses_with_one_line_naming_the_file(tmp_path, ckpt, capsys):
@@ -199,3 +217,12 @@ def test_max_pixels_refuses_with_one_line_naming_the_file(tmp_path, ckpt, capsys
     err = capsys.readouterr().err
     assert f"{big}: planned size 64 x 48 px" in err and err.count("\n") == 1
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["small_stylized_s.png"]
+
+
+def test_argument_errors_are_one_line(capsys):
+    for argv in (["stylize", "--content", "c", "--style", "s", "--output", "o", "--preserve-color", "hue"],
+                 ["stylize"], ["no-such-command"], ["video", "--stability"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.startswith("mambast: error: ") and err.count("\n") == 1, err

@@ -13,10 +13,20 @@ from ..errors import UserError
 SUBCOMMANDS = ("stylize", "stylize_dataset", "export", "train", "eval", "weights", "video", "ui")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other user error: `mambast: error: COMMAND: message`."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("mambast").strip()
+        where = f"{command}: " if command else ""
+        hint = f" (see `{self.prog} --help`)"
+        self.exit(2, f"mambast: error: {where}{message}{hint}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="mambast", description="Mamba-ST arbitrary style transfer")
+    parser = Parser(prog="mambast", description="Mamba-ST arbitrary style transfer")
     parser.add_argument("--version", action="version", version=f"mambast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:  # every listed subcommand is part of the package: no import guard

@@ -9,7 +9,7 @@ from ..inference import Controls
 from ..inference.controls import COLOR_METHODS
 
 
-def add_control_arguments(p: argparse.ArgumentParser, mixing: bool = True) -> None:
+def add_control_arguments(p: argparse.ArgumentParser, mixing: bool = True, seed_default: str | None = None) -> None:
     """--alpha, --preserve-color, --style-size, --seed, --no-shuffle (and --style-weights, --mask)."""
     g = p.add_argument_group("controls")
     g.add_argument("--alpha", type=float, default=1.0, metavar="A",
@@ -27,7 +27,8 @@ def add_control_arguments(p: argparse.ArgumentParser, mixing: bool = True) -> No
         g.add_argument("--mask", default=None, metavar="FILE",
                        help="one style per region of this mask image (two styles: dark/light regions; more: "
                             "one colour per style, in order of brightness)")
-    g.add_argument("--seed", type=int, default=None, help="seed of the style shuffle (same seed, same output)")
+    g.add_argument("--seed", type=int, default=None, help="seed of the style shuffle (same seed, same output"
+                   + (f"; default: {seed_default})" if seed_default else ")"))
     g.add_argument("--no-shuffle", action="store_true", help="turn the style shuffle off")
 
 

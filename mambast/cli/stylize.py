@@ -21,7 +21,7 @@ def register(sub) -> None:
                         "output per content, otherwise each is a style of its own")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
     add_model_arguments(p)
-    add_control_arguments(p, mixing=True)
+    add_control_arguments(p, mixing=True, seed_default="drawn at random for every run")
     add_run_arguments(p)
     p.set_defaults(func=run)
 
@@ -93,7 +93,36 @@ def error_printer(rank: int):
     return lambda msg: tqdm.write(f"{prefix}mambast: skipped: {msg}", file=sys.stderr)
 
 
+def checked_mask(path: str, n_styles: int):
+    """The mask image, read once; one line when it is unreadable, when there are fewer than two styles, or
+    when its colours do not match the styles."""
+    from ..errors import UserError
+    from ..images import load_image
+    from ..inference.masks import mask_labels
+
+    if n_styles < 2:
+        raise UserError(f"--mask {path}: a mask needs at least two styles (one per region), got {n_styles}")
+    mask = load_image(path)
+    try:
+        mask_labels(mask, n_styles)
+    except UserError as e:
+        raise UserError(f"--mask {path}: {e}") from None
+    return mask
+
+
+def mix_tag(controls, mask_path: str | None) -> str:
+    """What tells mixed outputs apart in their names: the weights (`a@0.7+b@0.3`) or the mask's stem."""
+    from pathlib import Path
+
+    if controls.mask is not None:
+        return f"@mask-{Path(mask_path).stem}"
+    if controls.style_weights is not None:
+        return "@" + "-".join(f"{w:g}" for w in controls.style_weights)
+    return ""
+
+
 def run(args) -> int:
+    from dataclasses import replace
     from pathlib import Path
 
     from ..images import list_images
@@ -115,10 +144,12 @@ def run(args) -> int:
         mix = controls.style_weights is not None or controls.mask is not None
         if controls.style_weights is not None:
             controls.normalised_weights(len(styles))  # one weight per style, or one line now
+        if controls.mask is not None:  # read and checked once, before any work: one line, exit 2
+            controls = replace(controls, mask=checked_mask(controls.mask, len(styles)))
         model = load(args.checkpoint, device=dist.device)
         start = time.perf_counter()
         jobs = pair_jobs(contents, styles, ext=options.ext, mix=mix, seed=controls.seed, shuffle=controls.shuffle,
-                         draw=draw_seed)
+                         draw=draw_seed, mix_tag=mix_tag(controls, args.mask))
         inputs = {n.path.resolve() for n in [*contents, *styles]}
         report = run_jobs(model, jobs, out, options, dist=dist, refused=find_conflicts(jobs, out, inputs))
         if dist.rank == 0:

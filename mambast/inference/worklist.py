@@ -76,16 +76,17 @@ def check_ext(ext: str) -> str:
 
 
 def pair_jobs(contents: Sequence[Named], styles: Sequence[Named], ext: str = "png", mix: bool = False,
-              seed: int | None = None, shuffle: bool = True, draw=None) -> list[Job]:
+              seed: int | None = None, shuffle: bool = True, draw=None, mix_tag: str = "") -> list[Job]:
     """`mambast stylize`: every content x style (content-major), or with `mix` one job per content with all
     styles. seed: the shuffle seed of every job (the same for all, as `mambast.stylize(..., seed=)` uses);
-    None: one seed per job from `draw()` (recorded, so a batch equals single calls); shuffle off: None."""
+    None: one seed per job from `draw()` (recorded, so a batch equals single calls); shuffle off: None.
+    mix_tag: appended to a mix's style label (its weights or mask), so different mixes never share a name."""
     ext = check_ext(ext)
     groups = [tuple(styles)] if mix else [(s,) for s in styles]
     jobs = []
     for c in contents:
         for group in groups:
-            label = "+".join(style_label(s.name) for s in group)
+            label = "+".join(style_label(s.name) for s in group) + (mix_tag if mix else "")
             out = c.name.parent / f"{c.name.stem}{SEPARATOR}{label}.{ext}"
             job_seed = None if not shuffle else seed if seed is not None else draw()
             jobs.append(Job(len(jobs), c.path, tuple(s.path for s in group), out, job_seed, c.name.as_posix(),
