@@ -212,3 +212,78 @@ def test_an_interrupted_write_leaves_no_file(tmp_path):
         assert (w.width, w.height) == (32, 24)  # yuv420p: even sides
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []  # neither the video nor its temporary file
+
+
+def test_an_output_that_is_or_overlaps_the_input_is_refused_before_any_work(tmp_path, clip, style, capsys):
+    src = tmp_path / "in" / "clip.mp4"
+    src.parent.mkdir()
+    src.write_bytes(clip.read_bytes())
+    before = src.read_bytes()
+    common = ["--style", str(style), "--checkpoint", "none-such"]  # refused before the checkpoint is looked at
+    _one_error_line(capsys, ["video", str(src), "--output", str(src), *common], "the output is the input")
+    (tmp_path / "link.mp4").symlink_to(src)
+    _one_error_line(capsys, ["video", str(tmp_path / "link.mp4"), "--output", str(src), *common],
+                    "the output is the input")
+    (tmp_path / "hard.mp4").hardlink_to(src)
+    _one_error_line(capsys, ["video", str(src), "--output", str(tmp_path / "hard.mp4"), *common],
+                    "the output is the input")
+    assert src.read_bytes() == before
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.new("RGB", (24, 16), (10, 20, 30)).save(frames / "a.png")
+    for out, expected in [(frames, "the output is the input"), (frames / "styled", "inside the input folder"),
+                          (tmp_path, "a folder holding the input")]:
+        _one_error_line(capsys, ["video", str(frames), "--output", str(out), *common], expected)
+    assert sorted(p.name for p in frames.iterdir()) == ["a.png"]
+
+
+def test_a_non_empty_output_folder_needs_overwrite_and_then_loses_its_old_frames(tmp_path, ckpt, style, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 24, 3), np.uint8)).save(frames / f"f{i}.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(1, 7):  # an earlier run's 6 frames
+        Image.new("RGB", (24, 16)).save(out / f"frame_{i:06d}.png")
+    (out / "notes.txt").write_text("mine")
+    common = ["--style", str(style), "--size", "0", "--checkpoint", str(ckpt), "--device", "cpu", "--quiet"]
+    _one_error_line(capsys, ["video", str(frames), "--output", str(out), *common], "--overwrite")
+    assert len(list(out.glob("frame_*.png"))) == 6
+    assert main(["video", str(frames), "--output", str(out), "--overwrite", *common]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000001.png", "frame_000002.png", "frame_000003.png",
+                                                     "notes.txt"]
+
+
+def test_float_frames_in_0_1_equal_uint8_and_other_arrays_are_one_line(ckpt):
+    stylizer = Stylizer(mambast.load(ckpt), size=None)
+    frame = np.random.default_rng(3).integers(0, 255, (16, 24, 3), np.uint8)
+    style = Image.fromarray(np.random.default_rng(4).integers(0, 255, (16, 16, 3), np.uint8))
+    ref = list(stylize_frames(stylizer, [frame], style, stability=0))
+    floats = list(stylize_frames(stylizer, [frame.astype(np.float32) / 255], style, stability=0))
+    assert np.array_equal(floats[0], ref[0])
+    for bad, expected in [(frame.astype(np.float32), r"frames\[0\]: float frames must be in \[0, 1\]"),
+                          (frame.astype(np.uint16), r"frames\[0\]: expected uint8 \(0-255\) or float"),
+                          (frame[..., 0], r"frames\[0\]: expected an RGB array \(H, W, 3\)")]:
+        with pytest.raises(mambast.errors.UserError, match=expected):
+            list(stylize_frames(stylizer, [bad], style, stability=0))
+
+
+def test_frames_of_another_size_are_resized_with_one_warning(tmp_path, ckpt, style, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(16, 24), (16, 24), (20, 30), (12, 18)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(frames / f"f{i}.png")
+    assert main(["video", str(frames), "--output", str(tmp_path / "out"), "--style", str(style), "--size", "0",
+                 "--checkpoint", str(ckpt), "--device", "cpu", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mambast: warning: ") and "f2.png: 30 x 20 px" in err, err
+    assert {Image.open(p).size for p in (tmp_path / "out").iterdir()} == {(24, 16)}
+    stylizer = Stylizer(mambast.load(ckpt), size=None)
+    arrays = [np.zeros((16, 24, 3), np.uint8), np.zeros((20, 30, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)]
+    outs = list(stylize_frames(stylizer, arrays, Image.open(style), stability=0))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "frames[1]: 30 x 20 px" in err, err
+    assert {o.shape for o in outs} == {(16, 24, 3)}

@@ -29,6 +29,8 @@ def register(sub) -> None:
                    help="published-weights folder, .safetensors file or training run folder "
                         "(default: the model bundled with the package)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write frames into a folder that is not empty (its old frame_*.png are removed first)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_control_arguments(p, mixing=False)
     p.set_defaults(func=run)
@@ -41,7 +43,7 @@ def run(args) -> int:
     from ..images import load_image
     from ..inference import Stylizer
     from ..io import load
-    from ..video.io import is_video_path, parse_rate, require_av
+    from ..video.io import check_paths, is_video_path, parse_rate, require_av
     from .common import resolve_device
     from .controls import controls_from_args
 
@@ -51,6 +53,7 @@ def run(args) -> int:
         raise UserError(f"--stability must be in [0, 1], got {args.stability}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_paths(args.input, args.output, args.overwrite, overwrite_hint="--overwrite")
     require_av()
     try:
         import cv2  # noqa: F401
@@ -66,7 +69,7 @@ def run(args) -> int:
     model = load(args.checkpoint, device=resolve_device(args.device))
     report = stylize_video(Stylizer(model, size=args.size or None), args.input, style, args.output, controls,
                            batch_size=args.batch_size, stability=args.stability, rate=rate,
-                           progress=not args.quiet)
+                           progress=not args.quiet, overwrite=args.overwrite)
     fps = report.frames / report.seconds if report.seconds > 0 else float("nan")
     rate_text = f" at {report.rate} fps" if report.rate is not None and is_video_path(args.output) else ""
     audio = ", audio copied" if report.audio else ""

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,7 +29,7 @@ from ..fs import atomic_open, atomic_write, ensure_dir
 from ..images import list_images, load_image
 
 __all__ = ["VIDEO_FORMATS", "VideoError", "VideoInfo", "VideoReader", "VideoWriter", "FolderReader",
-           "FolderWriter", "is_video_path", "parse_rate", "require_av"]
+           "FolderWriter", "check_paths", "is_video_path", "parse_rate", "require_av", "warn"]
 
 # Output containers by file extension (all of them take H.264 and the usual audio codecs).
 VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -50,6 +52,33 @@ def require_av():
 def is_video_path(path: str | Path) -> bool:
     """True for a path whose extension names a video container we write (.mp4, .m4v, .mov, .mkv)."""
     return Path(path).suffix.lower() in VIDEO_FORMATS
+
+
+def warn(message: str) -> None:
+    """One line `mambast: warning: ...` on stderr (through tqdm, so a progress bar stays intact)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"mambast: warning: {message}", file=sys.stderr)
+
+
+def check_paths(source: str | Path, output: str | Path, overwrite: bool = False,
+                overwrite_hint: str = "overwrite=True") -> None:
+    """Refuse, before any work, an output that would destroy or feed back into the input (one-line VideoError):
+    the output is the input (resolved paths, links and hard links included); an output frame folder that is a
+    frame-folder input, lies inside it (a later run would read the outputs as frames) or holds it; an output
+    frame folder that already holds files, unless `overwrite` (then its old frame_*.png go first)."""
+    source, output = Path(source).expanduser(), Path(output).expanduser()
+    src, out = source.resolve(), output.resolve()
+    if src == out or (source.exists() and output.exists() and os.path.samefile(source, output)):
+        raise VideoError(f"{output}: the output is the input; choose another output")
+    if is_video_path(output) or (output.suffix and not output.is_dir()):
+        return  # a video file (or an unsupported type, refused later)
+    if source.is_dir() and (src in out.parents or out in src.parents):
+        where = "inside the input folder" if src in out.parents else "a folder holding the input"
+        raise VideoError(f"{output}: the output frame folder is {where} {source}; choose a folder outside it")
+    if output.is_dir() and not overwrite and any(not p.name.startswith(".") for p in output.iterdir()):
+        raise VideoError(f"{output}: the output folder is not empty (its old frames would mix with the new "
+                         f"ones); choose an empty folder or pass {overwrite_hint} to replace its frame_*.png")
 
 
 def parse_rate(text: str | float | Fraction) -> Fraction:
@@ -155,7 +184,8 @@ class VideoReader:
 
 class FolderReader:
     """An image sequence: every image of a folder in sorted name order (`mambast.images.list_images`), each
-    as (H, W, 3) uint8 RGB. Frames of another size than the first are resized to it (Lanczos)."""
+    as (H, W, 3) uint8 RGB. Frames of another size than the first are resized to it (Lanczos), with one
+    warning line on stderr naming the first such frame."""
 
     def __init__(self, path: str | Path, rate: Fraction | None = None):
         self.path = Path(path)
@@ -166,9 +196,13 @@ class FolderReader:
         self.audio = None
 
     def frames(self, on_audio: Callable | None = None) -> Iterator[np.ndarray]:
-        size = (self.info.width, self.info.height)
+        size, warned = (self.info.width, self.info.height), False
         for f in self.files:
             img = load_image(f)
+            if img.size != size and not warned:
+                warned = True
+                warn(f"{f}: {img.width} x {img.height} px, not {size[0]} x {size[1]} like the first frame "
+                     f"{self.files[0].name}; frames of another size are resized to the first one's")
             yield np.asarray(img if img.size == size else img.resize(size, Image.LANCZOS))
 
     def __enter__(self) -> FolderReader:
@@ -257,14 +291,20 @@ class VideoWriter:
 
 
 class FolderWriter:
-    """Numbered PNG frames `frame_000001.png` ... in a folder (created), each written atomically."""
+    """Numbered PNG frames `frame_000001.png` ... in a folder (created), each written atomically. overwrite:
+    first remove the folder's old `frame_*.png` (other files are left alone)."""
 
-    def __init__(self, path: str | Path, **_):
+    def __init__(self, path: str | Path, overwrite: bool = False, **_):
         self.path = Path(path)
+        self.overwrite = overwrite
         self.frames_written = 0
 
     def __enter__(self) -> FolderWriter:
         ensure_dir(self.path)
+        if self.overwrite:
+            for old in self.path.glob("frame_*.png"):
+                if old.is_file() or old.is_symlink():
+                    old.unlink()
         return self
 
     def write(self, frame: np.ndarray) -> None:

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import UserError
 from ..images import plan_size, to_tensor
 from ..inference import Controls, Stylizer
-from .io import FolderReader, FolderWriter, VideoError, VideoReader, VideoWriter, is_video_path
+from .io import FolderReader, FolderWriter, VideoError, VideoReader, VideoWriter, check_paths, is_video_path, warn
 from .stabilise import Stabiliser
 
 __all__ = ["DEFAULT_SEED", "DEFAULT_STABILITY", "VideoReport", "stylize_frames", "stylize_video", "video_controls"]
@@ -49,17 +50,46 @@ def _batches(items: Iterable, n: int) -> Iterator[list]:
         yield batch
 
 
+def _as_uint8(frame, index: int) -> np.ndarray:
+    """frames[index] as (H, W, 3) uint8: uint8 as is, floats in [0, 1] scaled and rounded; else UserError."""
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise UserError(f"frames[{index}]: expected an RGB array (H, W, 3), got shape {frame.shape}")
+    if frame.dtype == np.uint8:
+        return frame
+    if np.issubdtype(frame.dtype, np.floating):
+        lo, hi = float(frame.min()), float(frame.max())
+        if not (0.0 <= lo and hi <= 1.0):  # also refuses NaN
+            raise UserError(f"frames[{index}]: float frames must be in [0, 1], got values in [{lo:g}, {hi:g}]")
+        return (frame * 255.0 + 0.5).astype(np.uint8)
+    raise UserError(f"frames[{index}]: expected uint8 (0-255) or float (0-1) RGB, got {frame.dtype}")
+
+
+def _same_size(frames: Iterable, start: int = 0) -> Iterator[np.ndarray]:
+    """uint8 frames; one warning line naming the first frame whose size differs from frames[0]'s."""
+    shape, warned = None, False
+    for i, frame in enumerate(frames, start):
+        frame = _as_uint8(frame, i)
+        shape = shape or frame.shape
+        if frame.shape != shape and not warned:
+            warned = True
+            warn(f"frames[{i}]: {frame.shape[1]} x {frame.shape[0]} px, not {shape[1]} x {shape[0]} like frames[0]; "
+                 "frames of another size are resized to the first one's")
+        yield frame
+
+
 def stylize_frames(stylizer: Stylizer, frames: Iterable[np.ndarray], style, controls: Controls | None = None,
                    batch_size: int = 4, stability: float = DEFAULT_STABILITY) -> Iterator[np.ndarray]:
-    """RGB frames (H, W, 3) uint8 -> stylized frames (h, w, 3) uint8 at the stylizer's working size (every
-    frame at the first frame's size), lazily, in order. style: a path or PIL image; controls: see
-    `video_controls` (a fixed seed is filled in)."""
+    """RGB frames (H, W, 3) uint8 (or floats in [0, 1]) -> stylized frames (h, w, 3) uint8 at the stylizer's
+    working size, lazily, in order. Frames of another size than the first are resized to the first one's, with
+    one warning line on stderr. style: a path or PIL image; controls: see `video_controls` (a fixed seed is
+    filled in). Errors: UserError naming frames[i] for another shape/dtype or floats outside [0, 1]."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     controls = video_controls(controls)
     stabiliser = Stabiliser(stability)
     tokens, size = None, None
-    for batch in _batches(frames, batch_size):
+    for batch in _batches(_same_size(frames), batch_size):
         images = [stylizer.prepare_content(Image.fromarray(f)) for f in batch]
         size = size or images[0].size
         images = [im if im.size == size else im.resize(size, Image.LANCZOS) for im in images]
@@ -87,16 +117,19 @@ class VideoReport:
 
 def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | Path,
                   controls: Controls | None = None, batch_size: int = 4, stability: float = DEFAULT_STABILITY,
-                  rate: Fraction | None = None, progress: bool = True) -> VideoReport:
+                  rate: Fraction | None = None, progress: bool = True, overwrite: bool = False) -> VideoReport:
     """Stylize a video file or a folder of frames into a video file (.mp4/.m4v/.mov/.mkv: H.264 at the source's
     exact frame rate, audio copied) or a folder of PNG frames.
 
-    rate: frames/s of a frame-folder source (needed only for a video output; default 25). Errors: one-line
-    VideoError / ImageError (missing, corrupt, audio-only, unwritable output).
+    rate: frames/s of a frame-folder source (needed only for a video output; default 25). overwrite: write into
+    a frame folder that already holds files (its old frame_*.png are removed first). Errors: one-line
+    VideoError / ImageError (missing, corrupt, audio-only, unwritable output; refused before any work: the
+    output is the input, an output frame folder inside/holding the input folder or not empty).
     """
     from tqdm.auto import tqdm
 
     source, output = Path(source), Path(output)
+    check_paths(source, output, overwrite)
     reader = FolderReader(source, rate or Fraction(25)) if source.is_dir() else VideoReader(source)
     with reader:
         info = reader.info
@@ -109,7 +142,7 @@ def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | P
             raise VideoError(f"{output}: unsupported output type (use .mp4, .m4v, .mov, .mkv, or a folder for "
                              "PNG frames)")
         else:
-            writer = FolderWriter(output)
+            writer = FolderWriter(output, overwrite=overwrite)
         start = time.perf_counter()
         with writer, tqdm(total=info.frames, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
             frames = reader.frames(on_audio=writer.mux_audio)
