@@ -14,10 +14,11 @@ from pathlib import Path
 
 from mambast.errors import UserError
 from mambast.images import list_images
+from mambast.inference.naming import SEPARATOR
 
 __all__ = ["Pair", "Pairing", "list_image_files", "pair_by_name"]
 
-SEP = "_stylized_"
+SEP = SEPARATOR  # the one spelling, mambast.inference.naming
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from mambast.errors import UserError
 from mambast.fs import atomic_write, ensure_dir
 from mambast.images import ImageError, load_image
+from mambast.inference.naming import output_name
 
 from . import report as rep
 from .artfid import artfid
@@ -426,7 +427,7 @@ def stylize_all(
     bar = tqdm(total=len(contents) * len(styles), desc="stylize", unit="img", disable=not progress, leave=False)
     for content in contents:
         for style in styles:
-            name = f"{content.stem}_stylized_{style.stem}.{fmt}"
+            name = output_name(content, style, fmt)
             bar.update(1)
             try:
                 if (out / name).resolve() in inputs:
