@@ -55,3 +55,30 @@ def synthetic_1234(tmp_path_factory) -> Path:
 def synthetic_77(tmp_path_factory) -> Path:
     """Folder with the seed-77 synthetic checkpoint (the non-square golden's weights)."""
     return _synthetic(tmp_path_factory, 77)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A tiny-preset native checkpoint whose outputs spread over [0, 1] (a random init gives all-black
+    images once clamped): the model of the command-line tests."""
+    import torch
+
+    import mambast
+
+    torch.manual_seed(0)
+    model = mambast.MambaST(mambast.MambaSTConfig.preset("tiny"))
+    with torch.no_grad():
+        model.cnn_decoder[-1].weight.mul_(10)
+        model.cnn_decoder[-1].bias.fill_(0.5)
+    return mambast.save_native(model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture
+def one_thread():
+    """Single-threaded torch for the test: tiny models gain nothing from threads on shared cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

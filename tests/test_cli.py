@@ -11,19 +11,7 @@ import torch
 from PIL import Image
 
 import mambast
-from mambast import MambaST, MambaSTConfig
 from mambast.cli import main
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    model = MambaST(MambaSTConfig.preset("tiny"))
-    with torch.no_grad():  # outputs spread over [0, 1] (a random init gives all-black images once clamped)
-        model.cnn_decoder[-1].weight.mul_(10)
-        model.cnn_decoder[-1].bias.fill_(0.5)
-    return mambast.save_native(model, path)
 
 
 def _img(path, w, h, seed=0):

@@ -13,21 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import mambast
-from mambast import MambaST, MambaSTConfig
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = MambaST(MambaSTConfig.preset("tiny"))
-    with torch.no_grad():  # outputs spread over [0, 1] instead of all below 0
-        model.cnn_decoder[-1].weight.mul_(10)
-        model.cnn_decoder[-1].bias.fill_(0.5)
-    return mambast.save_native(model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 def _dataset(root: Path, n_contents: int, size: int) -> tuple[Path, Path]:

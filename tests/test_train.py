@@ -16,16 +16,8 @@ from mambast.train.config import train_preset
 from mambast.train.loop import enable_grad_checkpointing, train
 from mambast.train.monitor import read_metrics
 
-pytestmark = pytest.mark.filterwarnings("ignore:training against a randomly initialised VGG")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded torch: the tiny model's ops are too small to gain from threads on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:training against a randomly initialised VGG"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 def _folder(path, n, seed, size=(48, 40)):

@@ -24,15 +24,8 @@ from mambast.train.checkpoint import list_checkpoints, load_checkpoint, save_che
 from mambast.train.config import train_preset
 from mambast.train.monitor import MetricsLog
 
-pytestmark = pytest.mark.filterwarnings("ignore:training against a randomly initialised VGG")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:training against a randomly initialised VGG"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ require(importlib.util.find_spec("av") is not None and importlib.util.find_spec(
 import av  # noqa: E402
 
 import mambast  # noqa: E402
-from mambast import MambaST, MambaSTConfig  # noqa: E402
 from mambast.cli import main  # noqa: E402
 from mambast.inference import Controls, Stylizer  # noqa: E402
 from mambast.video import VideoReader, VideoWriter, stylize_frames  # noqa: E402
@@ -65,17 +64,6 @@ def probe(path):
         if c.streams.audio:
             audio = [bytes(p) for p in c.demux(c.streams.audio[0]) if p.dts is not None]
     return (*info, audio)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    model = MambaST(MambaSTConfig.preset("tiny"))
-    with torch.no_grad():  # outputs spread over [0, 1] (a random init gives all-black images once clamped)
-        model.cnn_decoder[-1].weight.mul_(10)
-        model.cnn_decoder[-1].bias.fill_(0.5)
-    return mambast.save_native(model, path)
 
 
 @pytest.fixture(scope="module")

@@ -32,10 +32,6 @@ def _open(image: ImageLike) -> Image.Image:
     return image.convert("RGB") if isinstance(image, Image.Image) else load_image(image)
 
 
-def _name(image: ImageLike, default: str) -> str:
-    return str(image) if isinstance(image, (str, Path)) else default
-
-
 @dataclass
 class EncodedContent:
     """A content batch encoded once: image (B, 3, h, w), padded (B, 3, H, W), tokens (B, H/p, W/p, C)."""
