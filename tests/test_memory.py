@@ -118,3 +118,29 @@ def test_plan_grows_blocks_with_budget_and_keeps_y_only_when_it_fits():
     large_plan = block_plan(tokens, 1024, 512, 32, 16, 4, 2**31)
     assert small_plan[0] % 16 == 0 and small_plan[0] < large_plan[0] <= 1024
     assert not small_plan[1]
+
+
+def test_decoder_overwrite_is_exact_and_only_where_asked(small):
+    """fuse(overwrite=True) writes the residual stream into the caller's content tokens (one token map less
+    at 12 MP) with bit-identical results; without it the tokens are untouched; autograd refuses it."""
+    from mambast.inference import Controls, Stylizer
+
+    g = torch.Generator().manual_seed(1)
+    c, s = torch.rand(1, 3, 64, 96, generator=g), torch.rand(1, 3, 64, 96, generator=g)
+    with torch.inference_mode():
+        tokens, style = small.encode_content(c), small.encode_style(s)
+        kept = tokens.clone()
+        ref = small.fuse(tokens, style, torch.Generator().manual_seed(4))
+        assert torch.equal(tokens, kept)
+        out = small.fuse(tokens, style, torch.Generator().manual_seed(4), overwrite=True)
+    assert torch.equal(out, ref)
+    assert not torch.equal(tokens, kept)  # consumed
+    with pytest.raises(ValueError, match="inference"):
+        small.fuse(small.encode_content(c), small.encode_style(s).detach(), overwrite=True)
+    engine = Stylizer(small, size=None)
+    encoded = engine.encode_content(c)
+    before = encoded.tokens.clone()
+    first = engine.render(encoded, [style], Controls(seed=2))
+    assert torch.equal(encoded.tokens, before)  # render keeps a caller's encoding reusable
+    assert torch.equal(engine.render(encoded, [style], Controls(seed=2)), first)
+    assert torch.equal(engine.stylize_tensor(c, [style], Controls(seed=2)), first)  # one-shot call consumes

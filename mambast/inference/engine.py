@@ -152,6 +152,12 @@ class Stylizer:
         seeds: one shuffle seed per sample (default: controls.seed for all, else drawn), so a batch gives the
         same images as B single calls with those seeds. mask: overrides controls.mask (regions at (h, w)).
         """
+        return self._render(content, styles, controls, seeds, mask, consume=False)
+
+    @torch.inference_mode()
+    def _render(self, content: EncodedContent, styles: Sequence[Tensor], controls: Controls | None,
+                seeds: Sequence[int] | None, mask: ImageLike | None, consume: bool) -> Tensor:
+        """`render`; consume=True: content.tokens may be destroyed by their last use (one-shot calls)."""
         controls = controls or Controls()
         batch = content.image.shape[0]
         if not controls.shuffle:
@@ -159,32 +165,40 @@ class Stylizer:
         elif seeds is None:
             seeds = [controls.seed if controls.seed is not None else draw_seed()] * batch
         with self.autocast():
-            out = self._fuse_decode(content, styles, controls, seeds, mask)
+            out = self._fuse_decode(content, styles, controls, seeds, mask, consume)
         if controls.preserve_color == "luminance":
             out = keep_content_chroma(out, content.image)
         return out.to(self.dtype)  # float32 (the model's dtype) whatever the precision
 
     def _fuse_decode(self, content: EncodedContent, styles: Sequence[Tensor], controls: Controls,
-                     seeds: Sequence[int] | None, mask: ImageLike | None) -> Tensor:
+                     seeds: Sequence[int] | None, mask: ImageLike | None, consume: bool = False) -> Tensor:
         model, (h, w) = self.model, content.image.shape[-2:]
-        fused = None
+        used = []  # (style tokens, weight) of the styles that contribute
         if controls.alpha > 0:
             weights = self._weights(controls, len(styles), mask, (h, w), content.padded.shape[-2:])
-            for style_tokens, weight in zip(styles, weights, strict=True):
-                if isinstance(weight, float) and weight == 0.0:
-                    continue
-                part = model.fuse(content.tokens, style_tokens, self._generators(seeds))
-                part = part if isinstance(weight, float) and weight == 1.0 else part * weight
-                fused = part if fused is None else fused + part
+            used = [(s, wt) for s, wt in zip(styles, weights, strict=True)
+                    if not (isinstance(wt, float) and wt == 0.0)]
+        uses = len(used) + (controls.alpha < 1)  # fuse calls reading content.tokens
+
+        def fuse(style_tokens: Tensor) -> Tensor:  # the last use may overwrite the tokens (memory.md)
+            nonlocal uses
+            uses -= 1
+            return model.fuse(content.tokens, style_tokens, self._generators(seeds), overwrite=consume and not uses)
+
+        fused = None
+        for style_tokens, weight in used:
+            part = fuse(style_tokens)
+            part = part if isinstance(weight, float) and weight == 1.0 else part * weight
+            fused = part if fused is None else fused + part
         if controls.alpha < 1:
-            identity = model.fuse(content.tokens, model.encode_style(content.padded), self._generators(seeds))
+            identity = fuse(model.encode_style(content.padded))
             fused = identity if fused is None else controls.alpha * fused + (1 - controls.alpha) * identity
         return model.decode(fused)[..., :h, :w]
 
     def stylize_tensor(self, content: Tensor, styles: Sequence[Tensor], controls: Controls | None = None,
                        seeds: Sequence[int] | None = None, mask: ImageLike | None = None) -> Tensor:
         """`render(encode_content(content), styles, ...)`: content (B, 3, h, w) -> raw (B, 3, h, w)."""
-        return self.render(self.encode_content(content), styles, controls, seeds, mask)
+        return self._render(self.encode_content(content), styles, controls, seeds, mask, consume=True)
 
     def _weights(self, controls: Controls, n_styles: int, mask, hw, padded_hw) -> list[float | Tensor]:
         if controls.mask is None and mask is None:

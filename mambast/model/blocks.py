@@ -95,11 +95,18 @@ class Decoder(nn.Module):
             STVSSBlock(d_model, d_state, d_inner, dt_rank, drop_path) for _ in range(depth))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, content: Tensor, style: Tensor, generator: Generators = None) -> Tensor:
+    def forward(self, content: Tensor, style: Tensor, generator: Generators = None,
+                overwrite: bool = False) -> Tensor:
         """content, style: encoded tokens (B, H, W, C); a fresh shuffle per block when `generator` is set
-        (one generator, or one per sample: see `shuffle.shuffle_order`)."""
+        (one generator, or one per sample: see `shuffle.shuffle_order`). overwrite (inference only): each
+        block's residual sum is written into `content` itself (same numbers; one (B, H, W, C) map fewer
+        alive, for full-size photos), so the caller's content tokens are consumed."""
+        if overwrite and torch.is_grad_enabled() and content.requires_grad:
+            raise ValueError("overwrite=True is for inference: it would destroy tensors autograd needs")
         for block in self.layers:
-            content = block(content, style, shuffle_order(style, generator)).add_(content)
+            fused = block(content, style, shuffle_order(style, generator))
+            content = content.add_(fused) if overwrite else fused.add_(content)
+            del fused
         return self.norm(content)
 
 

@@ -71,7 +71,8 @@ class MambaST(nn.Module):
         content = pad_to_patches(content, self.config.patch_size)
         style = match_size(style, content)
         gen = shuffle_generator(generator, seed) if shuffle else None
-        fused = self.fuse(self.encode_content(content), self.encode_style(style), gen)
+        fused = self.fuse(self.encode_content(content), self.encode_style(style), gen,
+                          overwrite=not torch.is_grad_enabled())  # the content tokens are used once here
         return self.decode(fused)[..., :h, :w]
 
     def encode_content(self, content: Tensor) -> Tensor:
@@ -82,13 +83,15 @@ class MambaST(nn.Module):
         """Style encoder: style (B, 3, H*p, W*p) in [0, 1], already on the content's grid -> (B, H, W, C)."""
         return self.mamba.encoder_s(self.patch_embed(style))
 
-    def fuse(self, content_tokens: Tensor, style_tokens: Tensor, generator: Generators = None) -> Tensor:
+    def fuse(self, content_tokens: Tensor, style_tokens: Tensor, generator: Generators = None,
+             overwrite: bool = False) -> Tensor:
         """The Mamba-ST decoder (ST-VSS blocks, style shuffled per block when `generator` is given: one
         generator for the batch or one per sample): content tokens (B, H, W, C), style tokens (B or 1, H, W, C)
-        -> fused tokens (B, H, W, C)."""
+        -> fused tokens (B, H, W, C). overwrite=True (inference) uses content_tokens as the decoder's running
+        buffer, destroying them: one token map less memory (Decoder.forward)."""
         if style_tokens.shape[0] != content_tokens.shape[0]:
             style_tokens = style_tokens.expand(content_tokens.shape[0], -1, -1, -1)
-        return self.mamba.decoder(content_tokens, style_tokens, generator)
+        return self.mamba.decoder(content_tokens, style_tokens, generator, overwrite=overwrite)
 
     def decode(self, fused_tokens: Tensor) -> Tensor:
         """CNN decoder: fused tokens (B, H, W, C) -> raw image (B, 3, H*p, W*p), not clamped."""

@@ -220,41 +220,60 @@ class SS2DBase(nn.Module):
         u_of(channels) -> the conv features of the scanned stream for those channels (B, dc, H, W), recomputed
         per call, unless `kept` (B, Di, L) holds them (`projections_blocked` stored them there; each block's
         merged y then replaces its features in place); dt_low (B, K, R, L), B and C (B, K, N, L) as `scan`;
-        gate_tokens (B, H, W, C) the content the gate z is projected from. First pass: scan and merge each
-        block, accumulate the LayerNorm mean and M2 over channels (Chan's pairwise update); second pass:
-        normalise each block (its merged y kept, or scanned again), gate, accumulate out_proj. -> (B, H, W, C).
+        gate_tokens (B, H, W, C) the content the gate z is projected from. -> (B, H, W, C).
+
+        Every block is scanned once. out_norm's statistics over Di are accumulated per position while the
+        blocks are scanned (mean and M2, Chan's pairwise update, float32). With `kept`, a second pass
+        normalises each kept block, gates it and accumulates out_proj. Without it the normalisation is
+        factored out of the sum (mean and rstd are per position, so they commute with out_proj):
+
+            out = rstd * sum_b W_b (w_b y_b g_b)  +  sum_b W_b ((bias_b - mean * rstd * w_b) g_b),
+
+        g = SiLU(z), W_b = out_proj's columns of block b; the first sum is accumulated with the scan, the
+        second needs only z, so no block is scanned twice.
         """
         batch, H, W, _ = gate_tokens.shape
         L = H * W
+        w_all, b_all = self.out_norm.weight, self.out_norm.bias
+        z_rows = self.in_proj.weight[self.d_inner:]
+        out = gate_tokens.new_zeros(batch, L, self.out_proj.weight.shape[0])
 
-        def merged(channels: slice) -> Tensor:  # (B, dc, L)
-            maps = kept[:, channels].view(batch, -1, H, W) if kept is not None else u_of(channels)
-            u = backend.cross_scan(maps)
-            del maps
-            return backend.cross_merge(self.scan(u, dt_low, B, C, backend, channels, out=u), H, W)
+        def gate(channels: slice) -> Tensor:  # SiLU(z) of the block, (B, dc, L)
+            return F.silu(channel_first(gate_tokens, z_rows[channels]).view(batch, -1, L))
+
+        def project(y: Tensor, channels: slice) -> None:  # out += y^T @ out_proj[:, block]^T
+            out.baddbmm_(y.transpose(1, 2), self.out_proj.weight[:, channels].t().expand(batch, -1, -1))
 
         mean = gate_tokens.new_zeros(batch, 1, L, dtype=torch.float32)
         m2 = torch.zeros_like(mean)
         count = 0
         for channels in self.blocks(block):
-            y = merged(channels)
-            if kept is not None:
-                kept[:, channels] = y
+            maps = kept[:, channels].view(batch, -1, H, W) if kept is not None else u_of(channels)
+            u = backend.cross_scan(maps)
+            del maps
+            y = backend.cross_merge(self.scan(u, dt_low, B, C, backend, channels, out=u), H, W)  # (B, dc, L)
+            del u
             var_b, mean_b = torch.var_mean(y.float(), dim=1, correction=0, keepdim=True)  # (B, 1, L)
             n = y.shape[1]
             delta = mean_b - mean
             mean.add_(delta, alpha=n / (count + n))
             m2.add_(var_b * n).add_(delta.square_(), alpha=count * n / (count + n))
             count += n
+            if kept is not None:
+                kept[:, channels] = y
+            else:
+                project(y.mul_(w_all[channels, None]).mul_(gate(channels)).to(out.dtype), channels)
         rstd = torch.rsqrt(m2.div_(count).add_(self.out_norm.eps))  # (B, 1, L)
-        out = gate_tokens.new_zeros(batch, L, self.out_proj.weight.shape[0])
-        z_rows = self.in_proj.weight[self.d_inner:]
+        if kept is None:
+            out.mul_(rstd.transpose(1, 2))
+            shift = mean.mul_(rstd)  # mean * rstd, (B, 1, L)
         for channels in self.blocks(block):
-            y = kept[:, channels] if kept is not None else merged(channels)
-            w, b = self.out_norm.weight[channels, None], self.out_norm.bias[channels, None]
-            y = ((y - mean) * rstd * w + b).to(out.dtype)
-            y.mul_(F.silu(channel_first(gate_tokens, z_rows[channels]).view(batch, -1, L)))
-            out.baddbmm_(y.transpose(1, 2), self.out_proj.weight[:, channels].t().expand(batch, -1, -1))
+            w, b = w_all[channels, None], b_all[channels, None]
+            if kept is not None:
+                y = (kept[:, channels] - mean) * rstd * w + b
+            else:
+                y = b - shift * w  # (B, dc, L)
+            project(y.to(out.dtype).mul_(gate(channels)), channels)
         return out.view(batch, H, W, -1)
 
     def kept_buffer(self, plan: tuple[int, bool], like: Tensor) -> Tensor | None:
