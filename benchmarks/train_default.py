@@ -84,11 +84,17 @@ def distill(args: argparse.Namespace) -> int:
     if args.init_from and args.init_from.is_file():  # a weights file (e.g. the bundled model)
         from mambast.io import read_native
 
-        model = read_native(args.init_from)[0].to_dict()
+        model = read_native(args.init_from)[0]
+        if args.widen is not None:
+            from mambast.train.widen import widened_config
+
+            model = widened_config(model)
+        model = model.to_dict()
     elif args.init_from:  # a distillation run folder
         model = json.loads((args.init_from / "config.json").read_text())["model"]
     cfg = DistillConfig(model=model, cache_dir=str(args.cache), vgg=str(args.vgg),
-                        init_from=str(args.init_from) if args.init_from else None, crop=args.crop,
+                        init_from=str(args.init_from) if args.init_from else None, widen_noise=args.widen,
+                        crop=args.crop,
                         batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, lr_decay_to=args.lr_decay_to,
                         max_iter=args.max_iter, weights=weights, threads=args.threads, seed=args.seed)
     print(run_distill(cfg, args.run_dir))
@@ -183,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--cache", type=Path, required=True)
     d.add_argument("--vgg", type=Path, required=True, help="VGG-16 from `mambast weights convert-hed`")
     d.add_argument("--init-from", type=Path, help="a distill run folder or a weights file to start from")
+    d.add_argument("--widen", type=float, metavar="NOISE",
+                   help="start from --init-from (a weights file) doubled in width (Net2Net, mambast.train.widen), "
+                        "copies perturbed by NOISE x each tensor's std")
     d.add_argument("--crop", type=int, default=128)
     d.add_argument("--batch-size", type=int, default=4)
     d.add_argument("--lr", type=float, default=3e-4)

@@ -166,6 +166,7 @@ class DistillConfig:
     cache_dir: str = ""
     vgg: str = ""
     init_from: str | None = None
+    widen_noise: float | None = None  # set: init_from is doubled in width first (train/widen.py), this noise
     crop: int = 128
     batch_size: int = 4
     lr: float = 3e-4
@@ -254,7 +255,12 @@ def train(cfg: DistillConfig, run_dir: Path, vgg=None) -> Path:
     model = MambaST(MambaSTConfig.from_dict(cfg.model))
     if cfg.init_from and ckpt is None:
         src = Path(cfg.init_from)
-        model.load_state_dict((load_student(src) if src.is_dir() else _load_any(src)).state_dict())
+        source = load_student(src) if src.is_dir() else _load_any(src)
+        if cfg.widen_noise is not None:
+            from .widen import widen
+
+            source = widen(source.float(), cfg.widen_noise, torch.Generator().manual_seed(cfg.seed))
+        model.load_state_dict(source.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if ckpt is not None:
