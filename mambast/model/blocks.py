@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .shuffle import Generators, shuffle_order, shuffle_tokens
-from .ss2d import SS2D, Unused
+from .ss2d import SS2D, NormedTokens, Unused
 
 __all__ = ["DropPath", "VSSBlock", "STVSSBlock", "Encoder", "Decoder", "MambaCore", "Generators",
            "shuffle_tokens"]
@@ -45,6 +45,13 @@ class _BlockBase(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm = nn.LayerNorm(d_model)
 
+    def normed(self, x: Tensor) -> Tensor | NormedTokens:
+        """ln_1(x); lazily (NormedTokens, normalised chunk by chunk inside the layer) when the layer runs in
+        channel blocks, so no normalised copy of the token map is alive (docs/memory.md)."""
+        if self.self_attention.block_plan(x) is not None:
+            return NormedTokens(x, self.ln_1)
+        return self.ln_1(x)
+
 
 class VSSBlock(_BlockBase):
     """Encoder block: (B, H, W, C) -> (B, H, W, C)."""
@@ -53,7 +60,7 @@ class VSSBlock(_BlockBase):
         super().__init__(d_model, drop_path, SS2D(d_model, d_state, d_inner, dt_rank))
 
     def forward(self, x: Tensor) -> Tensor:
-        branch = self.drop_path(self.self_attention(self.ln_1(x)))
+        branch = self.drop_path(self.self_attention(self.normed(x)))
         x = torch.mul(x, self.skip_scale).add_(branch)  # x * skip_scale + branch, one buffer
         del branch  # freed before the norm allocates (full-size photos: docs/memory.md)
         return self.norm(x)
@@ -67,7 +74,7 @@ class STVSSBlock(_BlockBase):
 
     def forward(self, content: Tensor, style: Tensor, order: Tensor | None = None) -> Tensor:
         """`order`: the style shuffle's permutation (shuffle.py), applied inside ST-SS2D; None: as given."""
-        fused = self.drop_path(self.self_attention(self.ln_1(content), style, order))  # style not normed here
+        fused = self.drop_path(self.self_attention(self.normed(content), style, order))  # style not normed here
         x = torch.mul(content, self.skip_scale).add_(fused)
         del fused
         return self.norm(x)

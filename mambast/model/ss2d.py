@@ -38,12 +38,44 @@ class Unused(nn.Module):
             self.register_buffer("bias", torch.zeros(bias))
 
 
-def channel_first(tokens: Tensor, weight: Tensor) -> Tensor:
+class NormedTokens:
+    """LayerNorm(tokens) that is never materialised (bounded-memory inference, docs/memory.md): `channel_first`
+    normalises and projects it one chunk of positions at a time, so a block's LayerNorm output costs a
+    (chunk, C) temporary instead of a whole (B, H, W, C) token map. tokens (B, H, W, C), norm over C."""
+
+    chunk = 8192  # positions per LayerNorm + projection step
+
+    def __init__(self, tokens: Tensor, norm: nn.LayerNorm):
+        self.tokens, self.norm = tokens, norm
+        self.shape, self.device, self.dtype = tokens.shape, tokens.device, tokens.dtype
+
+    def new_zeros(self, *size, **kwargs) -> Tensor:
+        return self.tokens.new_zeros(*size, **kwargs)
+
+    def new_empty(self, *size, **kwargs) -> Tensor:
+        return self.tokens.new_empty(*size, **kwargs)
+
+    def project(self, weight: Tensor) -> Tensor:
+        """(Do, C) -> LayerNorm(tokens) @ weight.T, channel-first (B, Do, H, W)."""
+        batch, H, W, C = self.shape
+        flat = self.tokens.reshape(batch, H * W, C)
+        out = flat.new_empty(batch, weight.shape[0], H * W)
+        w = weight.expand(batch, -1, -1)
+        for start in range(0, H * W, self.chunk):
+            part = F.layer_norm(flat[:, start:start + self.chunk], (C,), self.norm.weight, self.norm.bias,
+                                self.norm.eps)  # (B, n, C)
+            torch.bmm(w, part.transpose(1, 2), out=out[:, :, start:start + self.chunk])
+        return out.view(batch, -1, H, W)
+
+
+def channel_first(tokens: Tensor | NormedTokens, weight: Tensor) -> Tensor:
     """A bias-free Linear on channel-last tokens, produced channel-first: (B, H, W, C), (Do, C) -> (B, Do, H, W).
 
     Same numbers as Linear(tokens).permute(0, 3, 1, 2); BLAS reads the tokens transposed, so the depthwise
     conv and the cross scan get contiguous (B, Do, H, W) maps without a transposing copy.
     """
+    if isinstance(tokens, NormedTokens):
+        return tokens.project(weight)
     batch, H, W, C = tokens.shape
     tokens_t = tokens.reshape(batch, H * W, C).transpose(1, 2)  # (B, C, L), a view
     return torch.bmm(weight.expand(batch, -1, -1), tokens_t).view(batch, -1, H, W)
