@@ -147,19 +147,18 @@ def test_decoder_overwrite_is_exact_and_only_where_asked(small):
 
 
 def test_lazy_layer_norm_projection_equals_the_materialised_one():
-    """NormedTokens: LayerNorm + projection chunk by chunk of positions (a partial last chunk here) equals
-    projecting the whole normalised map."""
+    """NormedTokens: LayerNorm folded into the projection (tokens with a mean offset, as residual streams
+    have) equals projecting the normalised map."""
     from torch import nn
 
     from mambast.model.ss2d import NormedTokens, channel_first
 
     g = torch.Generator().manual_seed(0)
-    x, w = torch.randn(2, 5, 7, 12, generator=g) * 3 + 1, torch.randn(9, 12, generator=g)
+    x, w = torch.randn(2, 5, 7, 12, generator=g) * 3 + 5, torch.randn(9, 12, generator=g)
     norm = nn.LayerNorm(12)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5, generator=g), norm.bias.uniform_(-0.5, 0.5, generator=g)
         lazy = NormedTokens(x, norm)
-        lazy.chunk = 8  # 35 positions: chunks of 8, the last of 3
         out, ref = channel_first(lazy, w), channel_first(norm(x), w)
     assert out.shape == ref.shape == (2, 9, 5, 7)
     assert (out - ref).abs().max() <= 1e-5

@@ -39,15 +39,20 @@ class Unused(nn.Module):
 
 
 class NormedTokens:
-    """LayerNorm(tokens) that is never materialised (bounded-memory inference, docs/memory.md): `channel_first`
-    normalises and projects it one chunk of positions at a time, so a block's LayerNorm output costs a
-    (chunk, C) temporary instead of a whole (B, H, W, C) token map. tokens (B, H, W, C), norm over C."""
+    """LayerNorm(tokens) that is never materialised (bounded-memory inference, docs/memory.md). Its projections
+    are computed from the raw tokens, LayerNorm folded in:
 
-    chunk = 8192  # positions per LayerNorm + projection step
+        W (gamma (x - mean) rstd + beta) = rstd ((W gamma) x - mean (W gamma) 1) + W beta
+
+    (mean and rstd per position, computed once), so a projection costs one plain matmul plus a per-position
+    fix-up on its output, and no (B, H, W, C) normalised copy exists. tokens (B, H, W, C), norm over C."""
 
     def __init__(self, tokens: Tensor, norm: nn.LayerNorm):
         self.tokens, self.norm = tokens, norm
         self.shape, self.device, self.dtype = tokens.shape, tokens.device, tokens.dtype
+        batch, H, W, C = tokens.shape
+        var, mean = torch.var_mean(tokens.reshape(batch, 1, H * W, C).float(), dim=-1, correction=0)
+        self.mean, self.rstd = mean, torch.rsqrt(var + norm.eps)  # (B, 1, L) each
 
     def new_zeros(self, *size, **kwargs) -> Tensor:
         return self.tokens.new_zeros(*size, **kwargs)
@@ -57,14 +62,11 @@ class NormedTokens:
 
     def project(self, weight: Tensor) -> Tensor:
         """(Do, C) -> LayerNorm(tokens) @ weight.T, channel-first (B, Do, H, W)."""
-        batch, H, W, C = self.shape
-        flat = self.tokens.reshape(batch, H * W, C)
-        out = flat.new_empty(batch, weight.shape[0], H * W)
-        w = weight.expand(batch, -1, -1)
-        for start in range(0, H * W, self.chunk):
-            part = F.layer_norm(flat[:, start:start + self.chunk], (C,), self.norm.weight, self.norm.bias,
-                                self.norm.eps)  # (B, n, C)
-            torch.bmm(w, part.transpose(1, 2), out=out[:, :, start:start + self.chunk])
+        batch, H, W, _ = self.shape
+        scaled = weight * self.norm.weight  # W gamma, (Do, C)
+        out = channel_first(self.tokens, scaled).view(batch, -1, H * W)  # (B, Do, L)
+        out.addcmul_(scaled.sum(1)[None, :, None], self.mean, value=-1.0).mul_(self.rstd)
+        out.add_((weight @ self.norm.bias)[None, :, None])
         return out.view(batch, -1, H, W)
 
 
