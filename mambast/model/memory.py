@@ -10,6 +10,10 @@ rounding (tests/test_memory.py).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+
 DEFAULT_MEMORY_BUDGET = 768 * 2**20  # bytes per layer working set; None turns blocking off
 FLOAT = 4  # bytes; the estimates are for float32 activations (bf16 halves them: the estimate is then safe)
 LANES = 16  # channel blocks are multiples of the native kernel's SIMD width
@@ -54,3 +58,22 @@ def decoder_tile(tokens_h: int, tokens_w: int, batch: int, bytes_per_token: int,
         return None
     window = int((budget / (batch * bytes_per_token)) ** 0.5)
     return max(window - 2 * halo, 8)
+
+
+MMAP_THRESHOLD = 4 * 2**20  # bytes: glibc serves larger allocations with mmap (returned to the OS on free)
+
+
+@functools.cache
+def return_large_buffers_to_os() -> bool:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD, once per process; True where it was set (glibc only).
+
+    glibc raises its threshold to the size of any freed mmapped block (up to 32 MiB), after which the
+    channel blocks' tens-of-MB temporaries come from the heap, whose freed space is rarely returned: at
+    12 MP that left about 480 MB of peak RSS in freed heap (docs/memory.md). Called by the first layer that
+    runs in blocks, so it only affects processes that stylize large images."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return bool(libc and libc.mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD = -3 (malloc.h)
+    except (OSError, AttributeError):
+        return False

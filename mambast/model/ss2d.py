@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.backends import ScanBackend, check_backend_name, get_backend
-from .memory import DEFAULT_MEMORY_BUDGET, block_plan
+from .memory import DEFAULT_MEMORY_BUDGET, block_plan, return_large_buffers_to_os
 from .shuffle import permute_positions
 
 K = 4  # scan directions
@@ -152,7 +152,10 @@ class SS2DBase(nn.Module):
         if torch.is_grad_enabled() or torch.is_autocast_enabled(tokens.device.type):  # blocks: float32 only
             return None
         batch, H, W, C = tokens.shape
-        return block_plan(batch * H * W, self.d_inner, C, self.dt_rank, self.d_state, K, self.memory_budget)
+        plan = block_plan(batch * H * W, self.d_inner, C, self.dt_rank, self.d_state, K, self.memory_budget)
+        if plan is not None:
+            return_large_buffers_to_os()
+        return plan
 
     # ---- the steps -----------------------------------------------------------------------------------
 
