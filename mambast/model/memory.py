@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import functools
 
 DEFAULT_MEMORY_BUDGET = 768 * 2**20  # bytes per layer working set; None turns blocking off
 FLOAT = 4  # bytes; the estimates are for float32 activations (bf16 halves them: the estimate is then safe)
@@ -60,20 +59,24 @@ def decoder_tile(tokens_h: int, tokens_w: int, batch: int, bytes_per_token: int,
     return max(window - 2 * halo, 8)
 
 
-MMAP_THRESHOLD = 4 * 2**20  # bytes: glibc serves larger allocations with mmap (returned to the OS on free)
-
-
-@functools.cache
-def return_large_buffers_to_os() -> bool:
-    """Fix glibc's mmap threshold at MMAP_THRESHOLD, once per process; True where it was set (glibc only).
-
-    glibc raises its threshold to the size of any freed mmapped block (up to 32 MiB), after which the
-    channel blocks' tens-of-MB temporaries come from the heap, whose freed space is rarely returned: at
-    12 MP that left about 480 MB of peak RSS in freed heap (docs/memory.md). Called by the first layer that
-    runs in blocks, so it only affects processes that stylize large images."""
+def _libc():
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        return bool(libc and libc.mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD = -3 (malloc.h)
-    except (OSError, AttributeError):
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def release_freed_memory() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc `malloc_trim(0)`); True where it ran (glibc only).
+
+    The channel blocks' tens-of-MB temporaries are served from glibc's heap once its dynamic mmap threshold
+    has risen, and freed heap space is not returned by itself: at 12 MP that held about 480 MB of peak RSS
+    (docs/memory.md). Called after every layer that ran in blocks (a few ms)."""
+    try:
+        return bool(_LIBC is not None and _LIBC.malloc_trim(0) >= 0)
+    except AttributeError:
         return False

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.backends import ScanBackend, check_backend_name, get_backend
-from .memory import DEFAULT_MEMORY_BUDGET, block_plan, return_large_buffers_to_os
+from .memory import DEFAULT_MEMORY_BUDGET, block_plan, release_freed_memory
 from .shuffle import permute_positions
 
 K = 4  # scan directions
@@ -152,10 +152,7 @@ class SS2DBase(nn.Module):
         if torch.is_grad_enabled() or torch.is_autocast_enabled(tokens.device.type):  # blocks: float32 only
             return None
         batch, H, W, C = tokens.shape
-        plan = block_plan(batch * H * W, self.d_inner, C, self.dt_rank, self.d_state, K, self.memory_budget)
-        if plan is not None:
-            return_large_buffers_to_os()
-        return plan
+        return block_plan(batch * H * W, self.d_inner, C, self.dt_rank, self.d_state, K, self.memory_budget)
 
     # ---- the steps -----------------------------------------------------------------------------------
 
@@ -248,6 +245,7 @@ class SS2DBase(nn.Module):
                     w = weight[:, start:start + n, channels].expand(batch, -1, -1, -1).reshape(batch * K, n, dc)
                     outs[at].view(batch * K, n, L).baddbmm_(w, xs)  # += W[k] @ xs[b, k]
                     start, at = start + n, at + 1
+        release_freed_memory()
         return outs
 
     def output_blocked(self, u_of, dt_low: Tensor, B: Tensor, C: Tensor, gate_tokens: Tensor, block: int,
@@ -311,6 +309,7 @@ class SS2DBase(nn.Module):
             else:
                 y = b - shift * w  # (B, dc, L)
             project(y.to(out.dtype).mul_(gate(channels)), channels)
+        release_freed_memory()
         return out.view(batch, H, W, -1)
 
     def kept_buffer(self, plan: tuple[int, bool], like: Tensor) -> Tensor | None:
