@@ -46,8 +46,8 @@ class _BlockBase(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def normed(self, x: Tensor) -> Tensor | NormedTokens:
-        """ln_1(x); lazily (NormedTokens, normalised chunk by chunk inside the layer) when the layer runs in
-        channel blocks, so no normalised copy of the token map is alive (docs/memory.md)."""
+        """ln_1(x); lazily (NormedTokens: LayerNorm folded into the layer's projections) when the layer runs
+        in channel blocks, so no normalised copy of the token map is alive (docs/memory.md)."""
         if self.self_attention.block_plan(x) is not None:
             return NormedTokens(x, self.ln_1)
         return self.ln_1(x)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 DEFAULT_MEMORY_BUDGET = 768 * 2**20  # bytes per layer working set; None turns blocking off
 FLOAT = 4  # bytes; the estimates are for float32 activations (bf16 halves them: the estimate is then safe)
@@ -59,15 +60,14 @@ def decoder_tile(tokens_h: int, tokens_w: int, batch: int, bytes_per_token: int,
     return max(window - 2 * halo, 8)
 
 
-def _libc():
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up on first use (find_library may run ldconfig: not at import time)."""
     name = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(name) if name else None
     except OSError:
         return None
-
-
-_LIBC = _libc()
 
 
 def release_freed_memory() -> bool:
@@ -77,6 +77,7 @@ def release_freed_memory() -> bool:
     has risen, and freed heap space is not returned by itself: at 12 MP that held about 480 MB of peak RSS
     (docs/memory.md). Called after every layer that ran in blocks (a few ms)."""
     try:
-        return bool(_LIBC is not None and _LIBC.malloc_trim(0) >= 0)
+        libc = _libc()
+        return libc is not None and libc.malloc_trim(0) >= 0
     except AttributeError:
         return False
