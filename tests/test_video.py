@@ -114,12 +114,17 @@ def test_cli_video_keeps_rate_duration_and_audio(tmp_path, ckpt, style, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["styled.mp4"]  # no temporary file left behind
 
 
-def test_frame_folders_in_and_out(tmp_path, ckpt, style, capsys):
-    frames = tmp_path / "frames"
-    frames.mkdir()
+def _noise_frames(folder, sizes, name="f{}.png"):
+    """A folder of random-noise PNG frames, one per (h, w) in `sizes` (seed 0), named name.format(i)."""
+    folder.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (16, 24, 3), np.uint8)).save(frames / f"f{i:03d}.png")
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(folder / name.format(i))
+    return folder
+
+
+def test_frame_folders_in_and_out(tmp_path, ckpt, style, capsys):
+    frames = _noise_frames(tmp_path / "frames", [(16, 24)] * 3, "f{:03d}.png")
     common = ["--style", str(style), "--size", "0", "--checkpoint", str(ckpt), "--device", "cpu", "--quiet"]
     assert main(["video", str(frames), "--output", str(tmp_path / "out"), *common]) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -226,11 +231,7 @@ def test_an_output_that_is_or_overlaps_the_input_is_refused_before_any_work(tmp_
 
 
 def test_a_non_empty_output_folder_needs_overwrite_and_then_loses_its_old_frames(tmp_path, ckpt, style, capsys):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (16, 24, 3), np.uint8)).save(frames / f"f{i}.png")
+    frames = _noise_frames(tmp_path / "frames", [(16, 24)] * 3)
     out = tmp_path / "out"
     out.mkdir()
     for i in range(1, 7):  # an earlier run's 6 frames
@@ -259,11 +260,7 @@ def test_float_frames_in_0_1_equal_uint8_and_other_arrays_are_one_line(ckpt):
 
 
 def test_frames_of_another_size_are_resized_with_one_warning(tmp_path, ckpt, style, capsys):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i, (h, w) in enumerate([(16, 24), (16, 24), (20, 30), (12, 18)]):
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(frames / f"f{i}.png")
+    frames = _noise_frames(tmp_path / "frames", [(16, 24), (16, 24), (20, 30), (12, 18)])
     assert main(["video", str(frames), "--output", str(tmp_path / "out"), "--style", str(style), "--size", "0",
                  "--checkpoint", str(ckpt), "--device", "cpu", "--quiet"]) == 0
     err = capsys.readouterr().err
