@@ -49,7 +49,7 @@ class NormedTokens:
 
     def __init__(self, tokens: Tensor, norm: nn.LayerNorm):
         self.tokens, self.norm = tokens, norm
-        self.shape, self.device = tokens.shape, tokens.device
+        self.shape, self.device, self.dtype = tokens.shape, tokens.device, tokens.dtype
         batch, H, W, C = tokens.shape
         var, mean = torch.var_mean(tokens.reshape(batch, 1, H * W, C).float(), dim=-1, correction=0)
         self.mean, self.rstd = mean, torch.rsqrt(var + norm.eps)  # (B, 1, L) each
