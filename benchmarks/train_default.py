@@ -81,7 +81,10 @@ def distill(args: argparse.Namespace) -> int:
     from mambast.train.distill import DistillConfig
     from mambast.train.distill import train as run_distill
 
-    weights = dict(zip(("pixel", "feature", "content", "style"), args.weights, strict=True))
+    names = ("pixel", "feature", "content", "style", "teacher_style")
+    if not 2 <= len(args.weights) <= len(names):
+        raise SystemExit(f"--weights takes 2 to {len(names)} numbers ({' '.join(names)}), got {len(args.weights)}")
+    weights = dict(zip(names, [*args.weights, 0.0, 0.0, 0.0][:len(names)], strict=True))
     model = STUDENT.to_dict()  # a new run's student; a continued one keeps its source's architecture:
     if args.init_from and args.init_from.is_file():  # a weights file (e.g. the bundled model)
         from mambast.io import read_native
@@ -200,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--warmup", type=int, default=100)
     d.add_argument("--lr-decay-to", type=float, default=1.0, help="final lr / lr (linear); 1 = constant")
     d.add_argument("--max-iter", type=int, default=100_000)
-    d.add_argument("--weights", type=float, nargs=4, default=[1.0, 0.1, 0.0, 0.0],
-                   metavar=("PIXEL", "FEATURE", "CONTENT", "STYLE"))
+    d.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.1, 0.0, 0.0],
+                   metavar="W", help="PIXEL FEATURE CONTENT STYLE [TEACHER_STYLE] (missing ones 0); "
+                                     "see mambast.train.distill")
     d.add_argument("--seed", type=int, default=0, help="data stream and shuffle seed (give each phase its own)")
     d.add_argument("--threads", type=int, default=1)
     d.set_defaults(func=distill)

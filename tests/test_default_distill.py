@@ -65,3 +65,29 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
 
     init = MambaST(TINY).state_dict()
     assert any(not torch.equal(fresh[k], init[k]) for k in init)
+
+
+def test_teacher_style_term_is_the_style_loss_against_the_teacher_output(tmp_path):
+    """teacher_style = the paper's mean-std style term, relu1_1..relu4_1, with the teacher's output as target;
+    zero when the student reproduces the teacher exactly, and it does not change the other terms."""
+    from mambast.losses import style_loss
+    from mambast.model import MambaST
+    from mambast.train.distill import distill_terms
+
+    torch.manual_seed(0)
+    vgg = load_vgg(None, allow_random=True)
+    model = MambaST(TINY).eval()
+    c, s, t = torch.rand(3, 2, 3, 32, 32).unbind(0)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    with torch.no_grad():
+        out = model(c, s, generator=gen())
+        terms = distill_terms(model, vgg, c, s, t, gen(), paper_terms=False, teacher_style=True)
+        plain = distill_terms(model, vgg, c, s, t, gen(), paper_terms=False)
+        expected = style_loss(vgg.encode(out, "relu4_1"), vgg.encode(t, "relu4_1"))
+        at_teacher = distill_terms(model, vgg, c, s, out, gen(), paper_terms=False, teacher_style=True)
+    assert set(terms) == {"pixel", "feature", "teacher_style"} and set(plain) == {"pixel", "feature"}
+    torch.testing.assert_close(terms["teacher_style"], expected)
+    assert float(terms["teacher_style"]) > 0
+    torch.testing.assert_close(terms["pixel"], plain["pixel"])
+    torch.testing.assert_close(terms["feature"], plain["feature"])
+    assert float(at_teacher["teacher_style"]) < 1e-6 and float(at_teacher["pixel"]) == 0.0

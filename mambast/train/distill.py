@@ -7,7 +7,11 @@ Training-only: the teacher (Magenta's arbitrary-stylization network, ONNX, run w
            (content, style, teacher: (n, size, size, 3) each) in one folder
     train  student(c, s) against the teacher output t on random crops of the cached triplets:
            loss = w_pixel L1(o, t) + w_feature sum_{relu1_1..relu3_1} MSE(F(o), F(t))
+                  + w_teacher_style style(o, t)  (mean-std of relu1_1..relu4_1 matched to the teacher's output)
                   + w_content content(o, c) + w_style style(o, s)          (F: the frozen loss VGG)
+           teacher_style is the paper's style term aimed at the teacher's output instead of the style image:
+           a texture-level target that agrees with the pixel term (the style image's statistics pull
+           against it) and penalises the washed-out, regressed-to-the-mean colours a pixel loss alone leaves.
 
 Every step's data and style shuffle are drawn from (seed, step), so a resumed run (latest checkpoint in the run
 folder: model + optimizer + step) continues exactly where it stopped.
@@ -197,15 +201,21 @@ def batch_at(cache: dict[str, Tensor], step: int, cfg: DistillConfig) -> tuple[T
 
 
 def distill_terms(model: MambaST, vgg, content: Tensor, style: Tensor, teacher: Tensor,
-                  generator: torch.Generator, paper_terms: bool = True) -> dict[str, Tensor]:
-    """Unweighted terms {"pixel", "feature"(, "content", "style")} for one batch (all (B, 3, H, W) in [0, 1]).
+                  generator: torch.Generator, paper_terms: bool = True,
+                  teacher_style: bool = False) -> dict[str, Tensor]:
+    """Unweighted terms {"pixel", "feature"(, "teacher_style")(, "content", "style")} for one batch (all
+    (B, 3, H, W) in [0, 1]).
 
-    paper_terms=False skips the content and style terms (and the VGG passes past relu3_1 they need)."""
+    paper_terms=False skips the content and style terms (and the VGG passes past relu3_1/relu4_1 they need);
+    teacher_style adds the mean-std match of relu1_1..relu4_1 to the teacher's output."""
     out = model(content, style, generator=generator)
-    o_feats = vgg.encode(out, "relu5_1" if paper_terms else "relu3_1")
+    last_t = "relu4_1" if teacher_style else "relu3_1"
+    o_feats = vgg.encode(out, "relu5_1" if paper_terms else last_t)
     with torch.no_grad():
-        t_feats = vgg.encode(teacher, "relu3_1")
-    terms = {"pixel": F.l1_loss(out.float(), teacher), "feature": feature_loss(o_feats[:3], t_feats)}
+        t_feats = vgg.encode(teacher, last_t)
+    terms = {"pixel": F.l1_loss(out.float(), teacher), "feature": feature_loss(o_feats[:3], t_feats[:3])}
+    if teacher_style:
+        terms["teacher_style"] = style_loss(o_feats[:4], t_feats)
     if paper_terms:
         with torch.no_grad():
             c_feats, s_feats = vgg(content), vgg(style)
@@ -280,7 +290,8 @@ def train(cfg: DistillConfig, run_dir: Path, vgg=None) -> Path:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp_bf16):
             terms = distill_terms(model, vgg, content, style, teacher, gen,
-                                  paper_terms=bool(cfg.weights.get("content") or cfg.weights.get("style")))
+                                  paper_terms=bool(cfg.weights.get("content") or cfg.weights.get("style")),
+                                  teacher_style=bool(cfg.weights.get("teacher_style")))
         loss = sum(cfg.weights[k] * v.float() for k, v in terms.items() if cfg.weights.get(k))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
