@@ -72,8 +72,8 @@ def cache(args: argparse.Namespace) -> int:
     teacher = MagentaTeacher(args.teacher / "arbitrary_predict.onnx", args.teacher / "arbitrary_transform.onnx",
                              threads=args.threads)
     contents = [args.dev / "content", *args.extra_content]
-    build_cache(teacher, contents, [args.dev / "style"], args.cache_dir, args.pairs, size=args.size,
-                seed=args.seed)
+    build_cache(teacher, contents, [args.dev / "style", *args.extra_style], args.cache_dir, args.pairs,
+                size=args.size, seed=args.seed, jitter_p=args.jitter_p, jitter_hue=args.jitter_hue)
     return 0
 
 
@@ -184,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--teacher", type=Path, required=True, help="folder with arbitrary_{predict,transform}.onnx")
     c.add_argument("--dev", type=Path, default=DEV, help="folder with content/ and style/ (never the eval set)")
     c.add_argument("--extra-content", type=Path, nargs="*", default=[], help="more content folders")
+    c.add_argument("--extra-style", type=Path, nargs="*", default=[],
+                   help="more style folders (photos work too: the teacher takes any image as style)")
+    c.add_argument("--jitter-p", type=float, default=0.5, help="probability of the style colour jitter")
+    c.add_argument("--jitter-hue", type=float, default=0.1, help="largest hue rotation (turns; 0.5 = any hue)")
     c.add_argument("--pairs", type=int, default=1200)
     c.add_argument("--size", type=int, default=256)
     c.add_argument("--seed", type=int, default=0)

@@ -91,3 +91,23 @@ def test_teacher_style_term_is_the_style_loss_against_the_teacher_output(tmp_pat
     torch.testing.assert_close(terms["pixel"], plain["pixel"])
     torch.testing.assert_close(terms["feature"], plain["feature"])
     assert float(at_teacher["teacher_style"]) < 1e-6 and float(at_teacher["pixel"]) == 0.0
+
+
+def test_style_colour_jitter_range():
+    """p=0 leaves the style alone; hue=0.5 rotates hues anywhere on the circle, hue=0.1 at most a tenth of it."""
+    from PIL import Image
+
+    from mambast.train.distill import jitter_colour
+
+    img = Image.new("RGB", (8, 8), (200, 40, 40))  # a saturated red: hue 0
+    assert jitter_colour(img, np.random.default_rng(0), p=0.0) is img
+
+    def hue_shifts(hue):
+        rng, out = np.random.default_rng(1), []
+        for _ in range(200):
+            h = np.asarray(jitter_colour(img, rng, p=1.0, hue=hue).convert("HSV"))[0, 0, 0] / 256.0
+            out.append(min(h, 1.0 - h))  # distance from red on the hue circle, turns
+        return np.array(out)
+
+    narrow, wide = hue_shifts(0.1), hue_shifts(0.5)
+    assert narrow.max() <= 0.1 + 0.02 and wide.max() > 0.4

@@ -97,25 +97,27 @@ def random_square(img: Image.Image, size: int, rng: np.random.Generator, min_fra
     return out.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else out
 
 
-def jitter_colour(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Style colour jitter (p = 0.5): hue rotation up to +-0.1 turn, saturation x0.6..1.4, brightness x0.8..1.2."""
-    if rng.random() >= 0.5:
+def jitter_colour(img: Image.Image, rng: np.random.Generator, p: float = 0.5, hue: float = 0.1) -> Image.Image:
+    """Style colour jitter (with probability p): hue rotation up to +-hue turn, saturation x0.6..1.4, brightness
+    x0.8..1.2. hue = 0.5 gives any hue: the student then has to read the palette from the style."""
+    if rng.random() >= p:
         return img
     hsv = np.array(img.convert("HSV"), dtype=np.int16)
-    hsv[..., 0] = (hsv[..., 0] + int(rng.uniform(-0.1, 0.1) * 256)) % 256
+    hsv[..., 0] = (hsv[..., 0] + int(rng.uniform(-hue, hue) * 256)) % 256
     img = Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")
     img = ImageEnhance.Color(img).enhance(rng.uniform(0.6, 1.4))
     return ImageEnhance.Brightness(img).enhance(rng.uniform(0.8, 1.2))
 
 
-
 def build_cache(teacher: MagentaTeacher, content_dirs: list[Path], style_dirs: list[Path], out_dir: Path,
-                pairs: int, size: int = 256, shard: int = 100, seed: int = 0) -> list[Path]:
+                pairs: int, size: int = 256, shard: int = 100, seed: int = 0, jitter_p: float = 0.5,
+                jitter_hue: float = 0.1) -> list[Path]:
     """Write `pairs` augmented (content, style, teacher output) triplets as shards shard_00000.npz, ...
 
     Contents: random crops (40-100 % of the short side, the whole image with p = 0.3) at size px, flips.
     Styles: random crops (30-100 %, whole with p = 0.3) at 256 px (the teacher's style size), flips, colour
-    jitter. Existing shards are kept (an interrupted build continues). Returns the shard paths.
+    jitter (jitter_colour(p=jitter_p, hue=jitter_hue)). Existing shards are kept (an interrupted build
+    continues; a bigger `pairs` with other settings appends shards built with those). Returns the shard paths.
     """
     contents = [p for d in content_dirs for p in list_images(d)]
     styles = [p for d in style_dirs for p in list_images(d)]
@@ -140,7 +142,7 @@ def build_cache(teacher: MagentaTeacher, content_dirs: list[Path], style_dirs: l
         for _ in range(min(shard, pairs - k)):
             ci = np.asarray(random_square(image(contents[rng.integers(len(contents))]), size, rng, 0.4, 0.3))
             si = random_square(image(styles[rng.integers(len(styles))]), 256, rng, 0.3, 0.3)
-            si = np.asarray(jitter_colour(si, rng))
+            si = np.asarray(jitter_colour(si, rng, jitter_p, jitter_hue))
             c.append(ci), s.append(si), t.append(teacher(ci, si))
         arrays = {"content": np.stack(c), "style": np.stack(s), "teacher": np.stack(t)}
         atomic_write(path, lambda f, a=arrays: np.savez(f, **a))
