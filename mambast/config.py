@@ -102,11 +102,11 @@ class MambaSTConfig:
 
 
 # The one registry of model architectures. "default" must equal the config stored in the bundled
-# default.safetensors (tests/test_io_presets.py checks it): the CLI can fine-tune it with --init-from default.
+# default.safetensors (tests/test_train_robust.py checks it): the CLI can fine-tune it with --init-from default.
 PRESETS: dict[str, MambaSTConfig] = {
     "paper": MambaSTConfig(),
-    "default": MambaSTConfig(d_model=128, d_state=16, content_layers=2, style_layers=2, decoder_layers=2,
-                             cnn_channels=(128, 64, 32), drop_path=0.0),
+    "default": MambaSTConfig(d_model=256, d_state=16, expand=1, dt_rank=8, content_layers=2, style_layers=2,
+                             decoder_layers=2, cnn_channels=(128, 64, 32), drop_path=0.0),
     "tiny": MambaSTConfig(d_model=64, d_state=8, content_layers=1, style_layers=1, decoder_layers=1,
                           cnn_channels=(64, 32, 16)),
 }

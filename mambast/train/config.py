@@ -4,9 +4,10 @@ A preset is a model configuration name (MambaSTConfig.preset) plus training hype
 
     paper   the published recipe (docs/model.md section 10): paper model, 512x512 resize + random 256 crop, batch 8,
             Adam lr 1e-4 constant, 160k iterations, loss weights 7 / 10 / 70 / 1, DropPath 0.1 in the decoder.
-    default the bundled model's architecture (MambaSTConfig.preset("default")) with the first phase of its
-            CPU recipe (benchmarks/train_default.py): 64 px crops of 128x128 resizes, batch 4, lr 3e-4, 50
-            warm-up steps, no DropPath.
+    default the bundled model's architecture (MambaSTConfig.preset("default")) with the settings of the first
+            phase of the first default model's CPU recipe (benchmarks/train_default.py train): 64 px crops of
+            128x128 resizes, batch 4, lr 3e-4, 50 warm-up steps, no DropPath. (The bundled model itself was
+            then distilled from a teacher: benchmarks/train_default.py distill, docs/default-model.md.)
     tiny    the small model at 64 px crops of 128x128 resizes, batch 2: tests and CPU experiments.
 
 The effective configuration is saved as config.json in the run directory and in every checkpoint.
