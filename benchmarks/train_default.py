@@ -87,7 +87,7 @@ def distill(args: argparse.Namespace) -> int:
     names = ("pixel", "feature", "content", "style", "teacher_style")
     if not 2 <= len(args.weights) <= len(names):
         raise SystemExit(f"--weights takes 2 to {len(names)} numbers ({' '.join(names)}), got {len(args.weights)}")
-    weights = dict(zip(names, [*args.weights, 0.0, 0.0, 0.0][:len(names)], strict=True))
+    weights = {name: 0.0 for name in names} | dict(zip(names[:len(args.weights)], args.weights, strict=True))
     model = STUDENT.to_dict()  # a new run's student; a continued one keeps its source's architecture:
     if args.init_from and args.init_from.is_file():  # a weights file (e.g. the bundled model)
         from mambast.io import read_native
