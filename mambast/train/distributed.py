@@ -66,9 +66,16 @@ def init_distributed(device: str = "auto") -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns)
 
 
-def shutdown(ctx: DistContext) -> None:
-    if ctx.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(ctx: DistContext, finished: bool = True) -> None:
+    """Leave the process group this process created. After a normal end (`finished`) the ranks first meet at
+    a barrier, so that no rank closes its gloo connections while another is still using them (a peer that
+    sees its connection closed mid-operation aborts the process with SIGABRT). After an error there is no
+    barrier (the other ranks may never arrive); torchrun stops them."""
+    if not (ctx.owns_group and dist.is_initialized()):
+        return
+    if finished and ctx.distributed:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def mean_over_ranks(ctx: DistContext, values: dict[str, float]) -> dict[str, float]:

@@ -250,9 +250,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             remove_stale_temp_files(run_dir)  # what a killed save left (the lock says no writer is alive)
         ctx = init_distributed(cfg.device)
         try:
-            return _train(cfg, run_dir, ctx, resume, progress)
-        finally:
-            shutdown(ctx)
+            result = _train(cfg, run_dir, ctx, resume, progress)
+        except BaseException:
+            shutdown(ctx, finished=False)
+            raise
+        shutdown(ctx)
+        return result
 
 
 class Terminated(KeyboardInterrupt):
