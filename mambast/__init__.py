@@ -32,3 +32,7 @@ def __getattr__(name):  # lazy: keep `import mambast` light
 
         return load_vgg
     raise AttributeError(f"module 'mambast' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # the lazy names too (tab completion, help(mambast))
+    return sorted({*globals(), *__all__, "training_losses", "load_vgg"})

@@ -42,6 +42,13 @@ def test_documented_names_survive_importing_every_submodule():
     assert set(mambast.__all__) <= set(DOCUMENTED)
 
 
+def test_dir_lists_the_lazy_names_in_a_fresh_process():
+    code = "import mambast, sys; print(' '.join(dir(mambast))); print('inference' in sys.modules['mambast'].__dict__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert set(DOCUMENTED) <= set(out[0].split())
+    assert out[1] == "False"  # listing them did not import them
+
+
 def test_stylize_called_twice_after_all_imports(tmp_path):
     _import_every_submodule()
     model = mambast.MambaST(mambast.MambaSTConfig.preset("tiny")).eval()
