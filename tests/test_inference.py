@@ -177,6 +177,18 @@ def test_pil_api_matches_and_caches_styles(tiny):
     assert isinstance(to_pil(torch.zeros(3, 8, 8)), Image.Image)
 
 
+def test_per_call_size_leaves_the_engine_size(tiny):
+    content, style = _img(16, 60, 44), _img(17, 80, 80)
+    engine = Stylizer(tiny, size=32)
+    own = engine.stylize(content, style, Controls(seed=2), size=None)
+    assert own.size == (60, 44) and engine.size == 32
+    sized = engine.stylize(content, style, Controls(seed=2), size=24)
+    assert min(sized.size) == 24 and engine.size == 32
+    assert np.array_equal(np.asarray(sized), np.asarray(Stylizer(tiny, size=24).stylize(content, style,
+                                                                                         Controls(seed=2))))
+    assert min(engine.stylize(content, style, Controls(seed=2)).size) == 32
+
+
 def test_controls_validate():
     for bad in ({"alpha": 1.5}, {"alpha": float("nan")}, {"style_weights": (0, 0)}, {"style_weights": (-1, 2)},
                 {"preserve_color": "hue"}, {"style_size": 3}):

@@ -46,6 +46,9 @@ def draw_seed() -> int:
     return int(torch.randint(0, 2**62, (1,)).item())
 
 
+_ENGINE_SIZE = object()  # "use Stylizer.size" (a per-call size may be None: keep the content's own size)
+
+
 class Stylizer:
     """Stylize images with one model, one size policy and cached style encodings.
 
@@ -77,16 +80,17 @@ class Stylizer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     # ----- preparing inputs (PIL, size policy) --------------------------------------------------------------
-    def prepare_content(self, content: ImageLike) -> Image.Image:
-        """The content at its working size (short side `size`), its planned size checked first (pixel limit,
-        at least one patch; one-line ImageError naming the file); JPEG files decoded at reduced scale when
-        that is enough (draft mode)."""
+    def prepare_content(self, content: ImageLike, size: int | None | object = _ENGINE_SIZE) -> Image.Image:
+        """The content at its working size (short side `size`, by default the engine's), its planned size
+        checked first (pixel limit, at least one patch; one-line ImageError naming the file); JPEG files
+        decoded at reduced scale when that is enough (draft mode)."""
+        size = self.size if size is _ENGINE_SIZE else size
         if isinstance(content, Image.Image):
             name = "content image"
-            img = resize_short_side(content.convert("RGB"), self.size, self.max_pixels, name)
+            img = resize_short_side(content.convert("RGB"), size, self.max_pixels, name)
         else:
             name = str(content)
-            img = load_resized(content, self.size, self.max_pixels, patch=self.patch)
+            img = load_resized(content, size, self.max_pixels, patch=self.patch)
         padded_size(img.size[1], img.size[0], self.patch, name)
         return img
 
@@ -210,12 +214,13 @@ class Stylizer:
 
     # ----- PIL in, PIL out ----------------------------------------------------------------------------------
     def stylize(self, content: ImageLike, style: ImageLike | Sequence[ImageLike], controls: Controls | None = None,
-                seed: int | None = None) -> Image.Image:
+                seed: int | None = None, size: int | None | object = _ENGINE_SIZE) -> Image.Image:
         """One content with one style (or several: mixed by controls.style_weights, or by controls.mask) ->
-        an RGB PIL image of the content's working size."""
+        an RGB PIL image of the content's working size (short side `size` for this call, by default the
+        engine's `size`; 0/None: the content's own size)."""
         controls = controls or Controls()
         styles = [style] if isinstance(style, (Image.Image, str, Path)) else list(style)
-        content_img = self.prepare_content(content)
+        content_img = self.prepare_content(content, size)
         c = to_tensor(content_img)[None]
         padded_hw = self.grid(*content_img.size)
         tokens = [self.style_tokens(s, padded_hw, controls, c[0]) for s in styles]

@@ -116,9 +116,8 @@ class Session:
         controls = Controls(alpha=float(alpha), preserve_color=preserve_color or None, style_size=style_px,
                             style_weights=None if mask else parse_weights(style_weights, len(styles)),
                             mask=mask or None, shuffle=bool(shuffle), seed=seed_value if shuffle else None)
-        self.stylizer.size = size_px  # the app serves one request at a time (queue concurrency 1)
         start = time.perf_counter()
-        image = self.stylizer.stylize(content, list(styles), controls)
+        image = self.stylizer.stylize(content, list(styles), controls, size=size_px)
         seconds = time.perf_counter() - start
         return Result(self._write(image, content, styles[0]), image.size, controls.seed, seconds)
 
