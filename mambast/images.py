@@ -35,7 +35,7 @@ from .errors import UserError
 __all__ = [
     "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MAX_UPSCALE_ASPECT", "ImageError", "check_planned_size",
     "image_size", "list_images", "load_image", "load_resized", "plan_size", "relative_names",
-    "resize_short_side", "to_pil", "to_tensor",
+    "resize_short_side", "to_pil", "to_tensor", "uint8_to_unit", "unit_to_uint8",
 ]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm"}
@@ -359,6 +359,16 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL -> float (3, H, W) in [0, 1] (the model's input: pixels / 255)."""
     a = np.asarray(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def uint8_to_unit(a: np.ndarray) -> np.ndarray:
+    """uint8 array (any shape, 0-255) -> float32 in [0, 1] (pixels / 255)."""
+    return np.asarray(a, dtype=np.uint8).astype(np.float32) / 255.0
+
+
+def unit_to_uint8(a: np.ndarray) -> np.ndarray:
+    """Float array in [0, 1] (any shape) -> uint8, clipped and rounded half up."""
+    return np.clip(np.asarray(a, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

@@ -11,7 +11,16 @@ import pytest
 from PIL import Image
 
 from mambast import UserError
-from mambast.images import ImageError, list_images, load_image, resize_short_side, to_pil, to_tensor
+from mambast.images import (
+    ImageError,
+    list_images,
+    load_image,
+    resize_short_side,
+    to_pil,
+    to_tensor,
+    uint8_to_unit,
+    unit_to_uint8,
+)
 
 
 def test_modes_are_converted_to_rgb(tmp_path):
@@ -120,3 +129,12 @@ def test_resize_and_tensor_round_trip():
     t = to_tensor(img)
     assert t.shape == (3, 30, 50) and 0 <= t.min() and t.max() <= 1
     assert np.array_equal(np.asarray(to_pil(t)), np.asarray(img))
+
+
+def test_array_conversions_round_trip_and_agree_with_the_tensor_ones():
+    a = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    unit = uint8_to_unit(a)
+    assert unit.dtype == np.float32 and unit.min() == 0.0 and unit.max() == 1.0
+    assert np.array_equal(unit_to_uint8(unit), a)
+    assert np.array_equal(unit, to_tensor(Image.fromarray(a)).permute(1, 2, 0).numpy())
+    assert unit_to_uint8(np.array([-0.5, 0.5 / 255, 1.49 / 255, 2.0])).tolist() == [0, 1, 1, 255]

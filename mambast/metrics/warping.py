@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..images import uint8_to_unit, unit_to_uint8
+
 __all__ = ["WarpingError", "warping_error", "pair_error", "LONG_TERM_GAP"]
 
 LONG_TERM_GAP = 10
@@ -41,13 +43,13 @@ def _as_float(frame) -> np.ndarray:
     """PIL, uint8 or float (H, W, 3) -> float32 (H, W, 3) in [0, 1]."""
     a = np.asarray(frame)
     if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
+        return uint8_to_unit(a)
     return a.astype(np.float32)
 
 
 def _as_uint8(frame) -> np.ndarray:
     a = np.asarray(frame)
-    return a if a.dtype == np.uint8 else np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return a if a.dtype == np.uint8 else unit_to_uint8(a)
 
 
 def pair_error(out_a: np.ndarray, out_b: np.ndarray, fwd: np.ndarray, bwd: np.ndarray) -> tuple[float, float]:

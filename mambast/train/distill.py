@@ -33,7 +33,7 @@ from torch import Tensor
 from ..config import MambaSTConfig
 from ..errors import UserError
 from ..fs import atomic_write, atomic_write_text, ensure_dir
-from ..images import list_images, load_image
+from ..images import list_images, load_image, uint8_to_unit, unit_to_uint8
 from ..losses import content_loss, feature_loss, style_loss
 from ..model import MambaST
 
@@ -73,14 +73,14 @@ class MagentaTeacher:
 
     def style_vector(self, style: np.ndarray) -> np.ndarray:
         """style: (256, 256, 3) uint8 -> (1, 1, 1, 100) float32."""
-        x = (style.astype(np.float32) / 255.0)[None]
+        x = uint8_to_unit(style)[None]
         return self.predict.run(None, {self.predict.get_inputs()[0].name: x})[0]
 
     def __call__(self, content: np.ndarray, style: np.ndarray) -> np.ndarray:
         """content: (H, W, 3) uint8, style: (256, 256, 3) uint8 -> stylized (H, W, 3) uint8."""
-        x = (content.astype(np.float32) / 255.0)[None]
+        x = uint8_to_unit(content)[None]
         out = self.transform.run(None, {MAGENTA_INPUTS[0]: x, MAGENTA_INPUTS[1]: self.style_vector(style)})[0][0]
-        return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return unit_to_uint8(out)
 
 
 # ----------------------------------------------------------------------------------------------- cache

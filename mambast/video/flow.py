@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..images import unit_to_uint8
 from .io import VideoError
 
 __all__ = ["DISFlow", "require_cv2", "to_gray", "warp", "inside_mask", "consistency_mask", "motion_boundary_mask",
@@ -28,7 +29,7 @@ def require_cv2():
 def to_gray(frame: np.ndarray) -> np.ndarray:
     """RGB (H, W, 3) uint8, or float in [0, 1] -> (H, W) uint8 luma (what DIS works on)."""
     if frame.dtype != np.uint8:
-        frame = np.clip(frame * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        frame = unit_to_uint8(frame)
     return require_cv2().cvtColor(np.ascontiguousarray(frame), require_cv2().COLOR_RGB2GRAY)
 
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
-from ..images import plan_size, to_tensor
+from ..images import plan_size, to_tensor, unit_to_uint8
 from ..inference import Controls, Stylizer
 from .io import FolderReader, FolderWriter, VideoError, VideoReader, VideoWriter, check_paths, is_video_path, warn
 from .stabilise import Stabiliser
@@ -61,7 +61,7 @@ def _as_uint8(frame, index: int) -> np.ndarray:
         lo, hi = float(frame.min()), float(frame.max())
         if not (0.0 <= lo and hi <= 1.0):  # also refuses NaN
             raise UserError(f"frames[{index}]: float frames must be in [0, 1], got values in [{lo:g}, {hi:g}]")
-        return (frame * 255.0 + 0.5).astype(np.uint8)
+        return unit_to_uint8(frame)
     raise UserError(f"frames[{index}]: expected uint8 (0-255) or float (0-1) RGB, got {frame.dtype}")
 
 
@@ -100,7 +100,7 @@ def stylize_frames(stylizer: Stylizer, frames: Iterable[np.ndarray], style, cont
         out = out.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()  # (B, h, w, 3)
         for image, o in zip(images, out, strict=True):
             o = stabiliser(np.asarray(image), o)
-            yield (o * 255.0 + 0.5).astype(np.uint8)
+            yield unit_to_uint8(o)
 
 
 @dataclass
