@@ -35,7 +35,7 @@ from .errors import UserError
 __all__ = [
     "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MAX_UPSCALE_ASPECT", "ImageError", "check_planned_size",
     "image_size", "list_images", "load_image", "load_resized", "plan_size", "relative_names",
-    "resize_short_side", "to_pil", "to_tensor", "uint8_to_unit", "unit_to_uint8",
+    "resize_short_side", "to_pil", "to_tensor", "uint8_to_unit", "unit_to_uint8", "as_rgb",
 ]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm"}
@@ -254,6 +254,30 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     img.info.pop("icc_profile", None)  # the pixels are sRGB now; never re-tag them with the source's profile
     img.info.pop("transparency", None)
     return img
+
+
+def as_rgb(image: Image.Image | np.ndarray, name: str = "image") -> Image.Image:
+    """An in-memory image as 8-bit sRGB RGB, read like a file (`load_image`): a PIL image of any mode, or an
+    array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8 (0-255), bool, or floats in [0, 1] (RGBA
+    composited on white). ImageError (one line, naming `name`) for anything else."""
+    if isinstance(image, Image.Image):
+        return _to_rgb(image)
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"{name}: expected an image file path, a PIL image or a numpy array, got "
+                         f"{type(image).__name__}")
+    a = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or 0 in a.shape:
+        raise ImageError(f"{name}: expected an array (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        lo, hi = float(a.min()), float(a.max())
+        if not (0.0 <= lo and hi <= 1.0):  # also refuses NaN
+            raise ImageError(f"{name}: float arrays must be in [0, 1], got values in [{lo:g}, {hi:g}]")
+        a = unit_to_uint8(a)
+    elif a.dtype != np.uint8:
+        raise ImageError(f"{name}: expected a uint8 (0-255), bool or float (0-1) array, got {a.dtype}")
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(a)))  # uint8: L, RGB or RGBA by shape
 
 
 def _rotated(img: Image.Image) -> bool:

@@ -214,3 +214,14 @@ def test_argument_errors_are_one_line(capsys):
             main(argv)
         err = capsys.readouterr().err
         assert exc.value.code == 2 and err.startswith("mambast: error: ") and err.count("\n") == 1, err
+
+
+def test_a_size_below_one_patch_is_an_argument_error_before_any_work(tmp_path, ckpt, capsys):
+    content = _img(tmp_path / "c.png", 20, 20)
+    for size in ("3", "-1"):
+        rc = main(["stylize", "--content", str(content), "--style", str(content), "--output", str(tmp_path / "o"),
+                   "--checkpoint", str(ckpt), "--size", size, "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err == (f"mambast: error: stylize: --size must be 0 (keep the content's size) or a whole "
+                                   f"number of px >= 8, got {size}\n"), err
+    assert not (tmp_path / "o").exists()

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 from test_model import lively_
 
+import mambast
 from mambast import MambaST, MambaSTConfig, UserError
 from mambast.images import to_pil, to_tensor
-from mambast.inference import Controls, Stylizer
+from mambast.inference import Controls, Stylizer, stylize
 from mambast.inference.colour import keep_content_chroma, match_colour, rgb_to_ycbcr, ycbcr_to_rgb
 from mambast.inference.masks import mask_labels, region_weights
 from mambast.inference.size import fit_style
@@ -187,6 +188,44 @@ def test_per_call_size_leaves_the_engine_size(tiny):
     assert np.array_equal(np.asarray(sized), np.asarray(Stylizer(tiny, size=24).stylize(content, style,
                                                                                          Controls(seed=2))))
     assert min(engine.stylize(content, style, Controls(seed=2)).size) == 32
+
+
+def test_size_is_checked_where_it_is_given(tiny):
+    content, style = _img(18, 40, 40), _img(19, 40, 40)
+    for bad in (-3, 3, True, "128", 100.5):
+        with pytest.raises(UserError, match=r"^size must be 0 \(keep the content's size\) or a whole number of px"):
+            Stylizer(tiny, size=bad)
+        with pytest.raises(UserError, match="^size must be"):
+            Stylizer(tiny, size=32).stylize(content, style, size=bad)
+        with pytest.raises(UserError, match="^size must be"):
+            stylize(tiny, content, style, size=bad)
+    assert Stylizer(tiny, size=np.int64(32)).size == 32 and Stylizer(tiny, size=0).size == 0
+
+
+def test_arrays_are_images_too(tiny):
+    content, style = _img(20, 44, 36), _img(21, 40, 40)
+    mask = Image.new("L", (44, 36), 0)
+    mask.paste(255, (22, 0, 44, 36))
+    engine = Stylizer(tiny, size=None)
+    ref = engine.stylize(content, [style, content], Controls(seed=4, mask=mask))
+    out = engine.stylize(np.asarray(content), [np.asarray(style), np.asarray(content) / 255.0],
+                         Controls(seed=4, mask=np.asarray(mask) > 127))
+    assert np.array_equal(np.asarray(out), np.asarray(ref))
+    rgba = np.dstack([np.asarray(content), np.full((36, 44), 255, np.uint8)])
+    assert np.array_equal(np.asarray(engine.stylize(rgba, style, Controls(seed=4))),
+                          np.asarray(engine.stylize(content, style, Controls(seed=4))))
+    with pytest.raises(UserError, match="^content image: expected an array"):
+        engine.stylize(np.zeros((4, 4, 2), np.uint8), style)
+    with pytest.raises(UserError, match="^style image: float arrays must be in"):
+        engine.stylize(content, np.full((8, 8, 3), 2.0))
+    with pytest.raises(UserError, match="^mask must be an image file path, a PIL image or a numpy array, got int"):
+        Controls(mask=1)
+
+
+def test_stylize_without_a_model_uses_the_bundled_default():
+    content, style = _img(22, 40, 32), _img(23, 32, 32)
+    ref = stylize(mambast.load(None), content, style, size=32, seed=0)
+    assert np.array_equal(np.asarray(stylize(None, content, style, size=32, seed=0)), np.asarray(ref))
 
 
 def test_controls_validate():

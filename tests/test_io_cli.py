@@ -90,7 +90,7 @@ def test_export_onto_a_full_disk_is_one_line(tmp_path, tiny_ckpt, capsys, monkey
     monkeypatch.setattr(mambast.fs.os, "fsync", full)
     out = tmp_path / "m.safetensors"
     code, err = _err(capsys, ["export", str(tiny_ckpt), "--format", "native", "--out", str(out)])
-    assert code == 2 and err == f"mambast: error: {out}: cannot write (no space left on the device)\n"
+    assert code == 2 and err == f"mambast: error: export: {out}: cannot write (no space left on the device)\n"
     code, err = _err(capsys, ["export", str(tiny_ckpt), "--out", str(tmp_path / "o")])
     assert code == 2 and "mamba_iter_160000.pth: cannot write (no space left on the device)" in err
     assert list(tmp_path.rglob("*.safetensors")) == [] and _no_temp_files(tmp_path) == []
@@ -140,7 +140,7 @@ def test_fetch_dir_naming_a_file_is_one_line(tmp_path, capsys):
     a_file = tmp_path / "f"
     a_file.write_text("x")
     code, err = _err(capsys, ["weights", "fetch", "art_inception", "--dir", str(a_file), "--url", "http://x/"])
-    assert code == 2 and err == f"mambast: error: {a_file}: exists and is a file, not a folder\n"
+    assert code == 2 and err == f"mambast: error: weights: {a_file}: exists and is a file, not a folder\n"
 
 
 # --- closed pipes ------------------------------------------------------------------------------------------------

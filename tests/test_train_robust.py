@@ -106,10 +106,10 @@ def test_cli_refuses_resume_with_init_from_and_names_flags(tmp_path, data, capsy
     assert code == 2 and "--init-from starts a new run; --resume continues one" in capsys.readouterr().err
     code = main(["train", "--out", str(tmp_path / "r"), "--content-dir", str(data[0]), "--style-dir", str(data[1]),
                  "--preset", "tiny", "--max-iter", "0"])
-    assert code == 2 and capsys.readouterr().err == "mambast: error: --max-iter must be >= 1, got 0\n"
+    assert code == 2 and capsys.readouterr().err == "mambast: error: train: --max-iter must be >= 1, got 0\n"
     code = main(["train", "--out", str(tmp_path / "r"), "--content-dir", str(data[0]), "--style-dir", str(data[1]),
                  "--preset", "tiny", "--drop-path", "1.5"])
-    assert code == 2 and capsys.readouterr().err == "mambast: error: --drop-path must be in [0, 1), got 1.5\n"
+    assert code == 2 and capsys.readouterr().err == "mambast: error: train: --drop-path must be in [0, 1), got 1.5\n"
     assert not (tmp_path / "r").exists()
 
 
@@ -240,7 +240,8 @@ def test_training_onto_a_really_full_disk_then_resume(tmp_path, data, capsys):
                 "--save-every", "1", "--sample-every", "0", "--max-iter", "2", "--no-progress", "--out", str(run)]
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
-        assert err == f"mambast: error: {run}/checkpoints/step_00000002.pt: cannot write (no space left on the device)"
+        assert err == (f"mambast: error: train: {run}/checkpoints/step_00000002.pt: cannot write (no space left on "
+                       "the device)")
         assert [s for s, _ in list_checkpoints(run)] == [1]
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000001.pt"]
         subprocess.run(["mount", "-o", "remount,size=64m", str(where)], check=True)

@@ -174,7 +174,7 @@ def test_app_is_private_by_default(model):
 
 def test_cli_refusals(capsys):
     assert main(["ui", "--port", "0"]) == 2
-    assert "mambast: error: --port must be in 1..65535, got 0" in capsys.readouterr().err
+    assert "mambast: error: ui: --port must be in 1..65535, got 0" in capsys.readouterr().err
     assert main(["ui", "--max-pixels", "-1"]) == 2
     assert "--max-pixels must be >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -189,4 +189,4 @@ def test_cli_busy_port_is_one_line(capsys):
         port = busy.getsockname()[1]
         assert main(["ui", "--port", str(port), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"mambast: error: cannot serve on 127.0.0.1:{port}") and err.count("\n") == 1
+    assert err.startswith(f"mambast: error: ui: cannot serve on 127.0.0.1:{port}") and err.count("\n") == 1

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler below
         return code
-    except UserError as e:
-        print(f"mambast: error: {e}", file=sys.stderr)
+    except UserError as e:  # `mambast: error: COMMAND: message`, like argparse's errors
+        print(f"mambast: error: {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mambast: interrupted", file=sys.stderr)

@@ -60,10 +60,9 @@ def run_options(args, device, **extra):
     """RunOptions from the shared flags."""
     from ..errors import UserError
     from ..inference.jobs import RunOptions
-    from ..inference.size import DEFAULT_MAX_PIXELS
+    from ..inference.size import DEFAULT_MAX_PIXELS, check_size
 
-    if args.size < 0:
-        raise UserError("--size must be >= 0")
+    check_size(args.size, name="--size")
     if args.max_pixels is not None and args.max_pixels < 0:
         raise UserError("--max-pixels must be >= 0 (0: no limit)")
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),

@@ -42,13 +42,13 @@ def run(args) -> int:
     from ..errors import UserError
     from ..images import load_image
     from ..inference import Stylizer
+    from ..inference.size import check_size
     from ..io import load
     from ..video.io import check_paths, is_video_path, parse_rate, require_av
     from .common import resolve_device
     from .controls import controls_from_args
 
-    if args.size < 0:
-        raise UserError("--size must be >= 0")
+    check_size(args.size, name="--size")
     if not 0 <= args.stability <= 1:
         raise UserError(f"--stability must be in [0, 1], got {args.stability}")
     if args.batch_size < 1:

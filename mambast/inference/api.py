@@ -18,12 +18,16 @@ from .naming import output_name
 __all__ = ["stylize", "stylize_pairs", "StylizeReport", "output_name"]
 
 
-def stylize(model: MambaST, content: ImageLike, style: ImageLike | Sequence[ImageLike], size: int | None = 512,
+def stylize(model: MambaST | None, content: ImageLike, style: ImageLike | Sequence[ImageLike], size: int | None = 512,
             seed: int | None = None, shuffle: bool = True, *, alpha: float = 1.0,
             style_weights: Sequence[float] | None = None, preserve_color: str | None = None,
             style_size: int | None = None, mask: ImageLike | None = None,
             max_pixels: int | None = None, precision: str = "fp32") -> Image.Image:
     """Stylize one content; returns an RGB PIL image of the (resized) content's size.
+
+    model: a MambaST, or None for the bundled default model (`mambast.load(None)`, loaded on each call: keep
+    a model, or a `Stylizer`, for many calls). content, style, mask: file paths, PIL images or numpy arrays
+    (`mambast.images.as_rgb`). size: the content's short side in px (0/None: its own size).
 
     style: one image, or several mixed by `style_weights` or spread over the regions of `mask`. Controls:
     see `mambast.inference.Controls` (alpha, style_weights, preserve_color, style_size, mask, shuffle, seed).
@@ -34,6 +38,10 @@ def stylize(model: MambaST, content: ImageLike, style: ImageLike | Sequence[Imag
                         preserve_color=preserve_color, style_size=style_size, mask=mask, shuffle=shuffle,
                         seed=seed)
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+    if model is None:
+        from ..io import load
+
+        model = load(None)
     return Stylizer(model, size=size, precision=precision, **kwargs).stylize(content, style, controls)
 
 

@@ -12,9 +12,11 @@ before the CNN decoder), so each output is decoded once:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from ..errors import UserError
@@ -33,8 +35,9 @@ class Controls:
         "match" (recolour the style to the content's colour mean/covariance before stylizing).
     style_size: None = style resized to the content's padded size (the paper's policy); N = its short side
         resized to N px, aspect and texture scale kept, mirror-tiled/cropped to the grid.
-    mask: None, or an image (PIL or path) at any size, resized to the content (nearest): one region per style
-        (two styles: dark/light; more: one colour per style in order of luminance), soft seam one token wide.
+    mask: None, or an image (path, PIL or numpy array) at any size, resized to the content (nearest): one
+        region per style (two styles: dark/light; more: one colour per style in order of luminance), soft
+        seam one token wide.
     shuffle / seed: the published style shuffle and its seed (None: drawn from torch's global RNG).
     """
 
@@ -42,7 +45,7 @@ class Controls:
     style_weights: tuple[float, ...] | None = None
     preserve_color: str | None = None
     style_size: int | None = None
-    mask: Image.Image | str | Path | None = field(default=None, compare=False)
+    mask: Image.Image | np.ndarray | str | Path | None = field(default=None, compare=False)
     shuffle: bool = True
     seed: int | None = None
 
@@ -57,6 +60,9 @@ class Controls:
         if self.preserve_color not in (None, *COLOR_METHODS):
             raise UserError(f"preserve_color must be None or one of {', '.join(COLOR_METHODS)}, "
                             f"got {self.preserve_color!r}")
+        if self.mask is not None and not isinstance(self.mask, (Image.Image, np.ndarray, str, os.PathLike)):
+            raise UserError(f"mask must be an image file path, a PIL image or a numpy array, got "
+                            f"{type(self.mask).__name__}")
         if self.mask is not None and self.style_weights is not None:
             raise UserError("give either style_weights (a mix) or a mask (regions), not both")
         if self.style_size is not None and (not isinstance(self.style_size, int) or self.style_size < 8):

@@ -11,25 +11,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
 from ..errors import UserError
-from ..images import load_image, to_pil, to_tensor
+from ..images import as_rgb, load_image, to_pil, to_tensor
 from ..model import MambaST
 from ..model.mamba_st import pad_to_patches
 from .colour import keep_content_chroma, match_colour
 from .controls import Controls
 from .masks import mask_labels, region_weights
-from .size import DEFAULT_MAX_PIXELS, fit_style, load_resized, padded_size, resize_short_side
+from .size import DEFAULT_MAX_PIXELS, check_size, fit_style, load_resized, padded_size, resize_short_side
 
-ImageLike = Image.Image | str | Path
+ImageLike = Image.Image | np.ndarray | str | Path  # a file path, or an in-memory image (mambast.images.as_rgb)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _open(image: ImageLike) -> Image.Image:
-    return image.convert("RGB") if isinstance(image, Image.Image) else load_image(image)
+def _is_path(image: ImageLike) -> bool:
+    return isinstance(image, (str, Path))
+
+
+def _open(image: ImageLike, name: str = "image") -> Image.Image:
+    return load_image(image) if _is_path(image) else as_rgb(image, name)
 
 
 @dataclass
@@ -65,10 +70,10 @@ class Stylizer:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.model = model.eval()
-        self.size, self.max_pixels = size, max_pixels
+        self.patch = model.config.patch_size
+        self.size, self.max_pixels = check_size(size, self.patch), max_pixels
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        self.patch = model.config.patch_size
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = style_cache
 
@@ -84,10 +89,10 @@ class Stylizer:
         """The content at its working size (short side `size`, by default the engine's), its planned size
         checked first (pixel limit, at least one patch; one-line ImageError naming the file); JPEG files
         decoded at reduced scale when that is enough (draft mode)."""
-        size = self.size if size is _ENGINE_SIZE else size
-        if isinstance(content, Image.Image):
+        size = self.size if size is _ENGINE_SIZE else check_size(size, self.patch)
+        if not _is_path(content):
             name = "content image"
-            img = resize_short_side(content.convert("RGB"), size, self.max_pixels, name)
+            img = resize_short_side(as_rgb(content, name), size, self.max_pixels, name)
         else:
             name = str(content)
             img = load_resized(content, size, self.max_pixels, patch=self.patch)
@@ -101,7 +106,7 @@ class Stylizer:
     def prepare_style(self, style: ImageLike, padded_hw: tuple[int, int], controls: Controls,
                       content: Tensor | None = None) -> Tensor:
         """The style as a (1, 3, H, W) tensor on the padded grid (colour-matched to `content` for "match")."""
-        img = fit_style(_open(style), padded_hw[1], padded_hw[0], controls.style_size)
+        img = fit_style(_open(style, "style image"), padded_hw[1], padded_hw[0], controls.style_size)
         x = to_tensor(img)
         if controls.preserve_color == "match":
             if content is None:
@@ -115,10 +120,10 @@ class Stylizer:
                      content: Tensor | None = None) -> Tensor:
         """Encoded style (1, H/p, W/p, C), cached per (style, grid, style_size) unless colour-matched."""
         controls = controls or Controls()
-        if controls.preserve_color == "match":
+        if controls.preserve_color == "match" or isinstance(style, np.ndarray):  # not cached (arrays are mutable)
             with self.autocast():
                 return self.model.encode_style(self.prepare_style(style, padded_hw, controls, content))
-        key = (str(Path(style).resolve()) if isinstance(style, (str, Path)) else id(style), padded_hw,
+        key = (str(Path(style).resolve()) if _is_path(style) else id(style), padded_hw,
                controls.style_size)
         hit = self._cache.get(key)
         if hit is not None and (not isinstance(style, Image.Image) or hit[0] is style):
@@ -207,7 +212,7 @@ class Stylizer:
     def _weights(self, controls: Controls, n_styles: int, mask, hw, padded_hw) -> list[float | Tensor]:
         if controls.mask is None and mask is None:
             return controls.normalised_weights(n_styles)
-        mask_img = _open(mask if mask is not None else controls.mask)
+        mask_img = _open(mask if mask is not None else controls.mask, "mask")
         labels = mask_labels(mask_img.resize((hw[1], hw[0]), Image.NEAREST), n_styles)
         maps = region_weights(labels, n_styles, tuple(padded_hw), self.patch).to(self.device, self.dtype)
         return [m[None, :, :, None] for m in maps]  # (1, H, W, 1) each, broadcast over batch and channels
@@ -219,7 +224,7 @@ class Stylizer:
         an RGB PIL image of the content's working size (short side `size` for this call, by default the
         engine's `size`; 0/None: the content's own size)."""
         controls = controls or Controls()
-        styles = [style] if isinstance(style, (Image.Image, str, Path)) else list(style)
+        styles = [style] if isinstance(style, (Image.Image, np.ndarray, str, Path)) else list(style)
         content_img = self.prepare_content(content, size)
         c = to_tensor(content_img)[None]
         padded_hw = self.grid(*content_img.size)

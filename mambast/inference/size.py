@@ -11,6 +11,8 @@ scale kept) and it is mirror-tiled and centre-cropped to the grid.
 
 from __future__ import annotations
 
+import numbers
+
 from PIL import Image
 
 from ..errors import UserError
@@ -18,7 +20,19 @@ from ..images import DEFAULT_MAX_PIXELS, check_planned_size, load_resized, plan_
 from ..model.mamba_st import padded_size
 
 __all__ = ["plan_size", "padded_size", "fit_style", "check_planned_size", "load_resized", "resize_short_side",
-           "DEFAULT_MAX_PIXELS"]
+           "check_size", "DEFAULT_MAX_PIXELS"]
+
+
+def check_size(size: int | None, patch: int = 8, name: str = "size") -> int | None:
+    """The content size setting, checked: None or 0 keep the content's own size; otherwise a whole number of
+    px, at least one patch (a short side under `patch` px cannot be stylized). Returns it as an int (or None);
+    UserError (one line naming `name`) for anything else."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or (0 < size < patch) or size < 0:
+        raise UserError(f"{name} must be 0 (keep the content's size) or a whole number of px >= {patch}, "
+                        f"got {size!r}")
+    return int(size)
 
 
 def fit_style(img: Image.Image, width: int, height: int, style_size: int | None = None) -> Image.Image:
