@@ -6,6 +6,7 @@ calls it. Content and style are each encoded once; controls act in the fused tok
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _is_path(image: ImageLike) -> bool:
-    return isinstance(image, (str, Path))
+    return isinstance(image, (str, os.PathLike))
 
 
 def _open(image: ImageLike, name: str = "image") -> Image.Image:
@@ -224,7 +225,7 @@ class Stylizer:
         an RGB PIL image of the content's working size (short side `size` for this call, by default the
         engine's `size`; 0/None: the content's own size)."""
         controls = controls or Controls()
-        styles = [style] if isinstance(style, (Image.Image, np.ndarray, str, Path)) else list(style)
+        styles = [style] if isinstance(style, (Image.Image, np.ndarray, str, os.PathLike)) else list(style)
         content_img = self.prepare_content(content, size)
         c = to_tensor(content_img)[None]
         padded_hw = self.grid(*content_img.size)
