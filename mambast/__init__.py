@@ -6,6 +6,8 @@
     image = mambast.stylize(model, "content.jpg", "style.jpg", size=512)   # PIL in, PIL out
 """
 
+import importlib
+
 from .config import PRESETS, MambaSTConfig
 from .errors import UserError
 from .io import load, load_native, load_official, save_native, save_official
@@ -18,21 +20,16 @@ __all__ = ["MambaST", "MambaSTConfig", "PRESETS", "UserError", "load", "load_nat
            "save_native", "save_official", "selective_scan", "stylize", "Stylizer", "Controls", "__version__"]
 
 
-def __getattr__(name):  # lazy: keep `import mambast` light
-    if name in ("stylize", "Stylizer", "Controls"):
-        from . import inference
+# name -> the submodule that defines it, imported on first use (keeps `import mambast` light)
+_LAZY = {"stylize": "inference", "Stylizer": "inference", "Controls": "inference",
+         "training_losses": "train.losses", "load_vgg": "nets.vgg"}
 
-        return getattr(inference, name)
-    if name == "training_losses":
-        from .train.losses import training_losses
 
-        return training_losses
-    if name == "load_vgg":
-        from .nets.vgg import load_vgg
-
-        return load_vgg
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'mambast' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:  # the lazy names too (tab completion, help(mambast))
-    return sorted({*globals(), *__all__, "training_losses", "load_vgg"})
+    return sorted({*globals(), *__all__, *_LAZY})

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MAX_UPSCALE_ASPECT", "ImageError", "check_planned_size",
     "image_size", "list_images", "load_image", "load_resized", "plan_size", "relative_names",
     "resize_short_side", "to_pil", "to_tensor", "uint8_to_unit", "unit_to_uint8", "as_rgb",
+    "pixels_to_uint8",
 ]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm"}
@@ -268,16 +269,22 @@ def as_rgb(image: Image.Image | np.ndarray, name: str = "image") -> Image.Image:
     a = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or 0 in a.shape:
         raise ImageError(f"{name}: expected an array (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(pixels_to_uint8(a, name))))  # L, RGB or RGBA by shape
+
+
+def pixels_to_uint8(a: np.ndarray, name: str = "image", noun: str = "arrays") -> np.ndarray:
+    """Pixel values as uint8: uint8 as is, bool as 0/255, floats in [0, 1] scaled and rounded (any shape).
+    ImageError (one line naming `name`) for floats outside [0, 1] or NaN, and for other dtypes."""
+    if a.dtype == np.uint8:
+        return a
     if a.dtype == bool:
-        a = a.astype(np.uint8) * 255
-    elif np.issubdtype(a.dtype, np.floating):
+        return a.astype(np.uint8) * 255
+    if np.issubdtype(a.dtype, np.floating):
         lo, hi = float(a.min()), float(a.max())
         if not (0.0 <= lo and hi <= 1.0):  # also refuses NaN
-            raise ImageError(f"{name}: float arrays must be in [0, 1], got values in [{lo:g}, {hi:g}]")
-        a = unit_to_uint8(a)
-    elif a.dtype != np.uint8:
-        raise ImageError(f"{name}: expected a uint8 (0-255), bool or float (0-1) array, got {a.dtype}")
-    return _to_rgb(Image.fromarray(np.ascontiguousarray(a)))  # uint8: L, RGB or RGBA by shape
+            raise ImageError(f"{name}: float {noun} must be in [0, 1], got values in [{lo:g}, {hi:g}]")
+        return unit_to_uint8(a)
+    raise ImageError(f"{name}: expected uint8 (0-255), bool or float (0-1) {noun}, got {a.dtype}")
 
 
 def _rotated(img: Image.Image) -> bool:

@@ -253,7 +253,7 @@ def test_float_frames_in_0_1_equal_uint8_and_other_arrays_are_one_line(ckpt):
     floats = list(stylize_frames(stylizer, [frame.astype(np.float32) / 255], style, stability=0))
     assert np.array_equal(floats[0], ref[0])
     for bad, expected in [(frame.astype(np.float32), r"frames\[0\]: float frames must be in \[0, 1\]"),
-                          (frame.astype(np.uint16), r"frames\[0\]: expected uint8 \(0-255\) or float"),
+                          (frame.astype(np.uint16), r"frames\[0\]: expected uint8 \(0-255\), bool or float"),
                           (frame[..., 0], r"frames\[0\]: expected an RGB array \(H, W, 3\)")]:
         with pytest.raises(mambast.errors.UserError, match=expected):
             list(stylize_frames(stylizer, [bad], style, stability=0))

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
-from ..images import plan_size, to_tensor, unit_to_uint8
+from ..images import pixels_to_uint8, plan_size, to_tensor, unit_to_uint8
 from ..inference import Controls, Stylizer
 from .io import FolderReader, FolderWriter, VideoError, VideoReader, VideoWriter, check_paths, is_video_path, warn
 from .stabilise import Stabiliser
@@ -51,18 +51,11 @@ def _batches(items: Iterable, n: int) -> Iterator[list]:
 
 
 def _as_uint8(frame, index: int) -> np.ndarray:
-    """frames[index] as (H, W, 3) uint8: uint8 as is, floats in [0, 1] scaled and rounded; else UserError."""
+    """frames[index] as (H, W, 3) uint8 (`mambast.images.pixels_to_uint8`); else UserError."""
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise UserError(f"frames[{index}]: expected an RGB array (H, W, 3), got shape {frame.shape}")
-    if frame.dtype == np.uint8:
-        return frame
-    if np.issubdtype(frame.dtype, np.floating):
-        lo, hi = float(frame.min()), float(frame.max())
-        if not (0.0 <= lo and hi <= 1.0):  # also refuses NaN
-            raise UserError(f"frames[{index}]: float frames must be in [0, 1], got values in [{lo:g}, {hi:g}]")
-        return unit_to_uint8(frame)
-    raise UserError(f"frames[{index}]: expected uint8 (0-255) or float (0-1) RGB, got {frame.dtype}")
+    return pixels_to_uint8(frame, f"frames[{index}]", "frames")
 
 
 def _same_size(frames: Iterable, start: int = 0) -> Iterator[np.ndarray]:
