@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -233,3 +235,123 @@ def test_controls_validate():
                 {"preserve_color": "hue"}, {"style_size": 3}):
         with pytest.raises(UserError):
             Controls(**bad)
+
+
+# ----- issue 25: numbers of any real type (kind 3), a cache that follows the style's content (kind 4), sizes
+# checked against the pixel limit before any allocation (kind 5), colour matching of nearly flat styles (kind 11)
+
+
+def test_numbers_from_numpy_are_numbers(tiny):
+    content, style, other = _img(24, 40, 36), _img(25, 40, 40), _img(26, 40, 40)
+    plain = stylize(tiny, content, [style, other], size=32, seed=1, alpha=0.5, style_weights=[0.7, 0.3],
+                    style_size=16, max_pixels=10**6)
+    numpy = stylize(tiny, content, [style, other], size=np.int64(32), seed=np.int64(1), alpha=np.float32(0.5),
+                    style_weights=np.array([0.7, 0.3]), style_size=np.int64(16), max_pixels=np.uint32(10**6))
+    assert np.array_equal(np.asarray(numpy), np.asarray(plain))
+    swept = stylize(tiny, content, [style, other], size=np.float64(32.0), seed=np.array(1), alpha=np.array(0.5),
+                    style_weights=(np.float32(0.7), np.float16(0.3)), style_size=16.0, max_pixels=1e6)
+    assert np.array_equal(np.asarray(swept), np.asarray(stylize(
+        tiny, content, [style, other], size=32, seed=1, alpha=0.5, style_weights=[float(np.float32(0.7)),
+                                                                                    float(np.float16(0.3))],
+        style_size=16, max_pixels=10**6)))
+    engine = Stylizer(tiny, size=32)
+    assert np.array_equal(np.asarray(engine.stylize(content, style, seed=np.int64(3))),
+                          np.asarray(engine.stylize(content, style, seed=3)))
+    c = Controls(alpha=np.float32(0.25), seed=np.uint64(7), style_size=np.int32(12), style_weights=np.arange(1, 3))
+    assert (c.alpha, c.seed, c.style_size, c.style_weights) == (0.25, 7, 12, (1.0, 2.0))
+    assert all(type(v) in (int, float) for v in (c.alpha, c.seed, c.style_size, *c.style_weights))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("alpha", np.float32(1.5), "alpha must be a number in [0, 1], got 1.5"),
+    ("alpha", True, "alpha must be a number in [0, 1], got True (bool)"),
+    ("alpha", "0.5", "alpha must be a number in [0, 1], got '0.5' (str)"),
+    ("seed", np.float64(1.5), "seed must be a whole number in"),
+    ("seed", np.bool_(True), "seed must be a whole number in"),
+    ("style_size", np.int64(4), "style_size must be a whole number of px >= 8, got 4"),
+    ("style_size", 16.5, "style_size must be a whole number of px >= 8, got 16.5"),
+    ("style_weights", np.array([[1.0, 2.0]]), "style_weights must be a sequence of numbers, got array"),
+    ("style_weights", [0.5, True], "style_weights must be a sequence of numbers >= 0, got True (bool)"),
+    ("style_weights", "12", "style_weights must be a sequence of numbers, got '12' (str)"),
+    ("shuffle", "no", "shuffle must be True or False, got 'no' (str)"),
+])
+def test_bad_numbers_are_one_line_naming_the_field(field, value, message):
+    with pytest.raises(UserError) as e:
+        Controls(**{field: value})
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert "np." not in str(e.value)  # the number is shown as the number it is, never a refused numpy type
+
+
+def test_pixel_limit_is_checked_as_a_number(tiny):
+    assert Stylizer(tiny, max_pixels=np.int64(1000)).max_pixels == 1000
+    assert Stylizer(tiny, max_pixels=0).max_pixels is None
+    for bad in (-1, 1.5, True, "100"):
+        with pytest.raises(UserError, match="^max_pixels must be a whole number >= 0"):
+            Stylizer(tiny, max_pixels=bad)
+
+
+def test_style_cache_follows_the_content_of_the_style(tiny, tmp_path):
+    content, a, b = _img(27, 40, 40), _img(28, 40, 40), _img(29, 40, 40)
+    engine = Stylizer(tiny, size=32)
+
+    def fresh(style):
+        return np.asarray(Stylizer(tiny, size=32).stylize(content, style, Controls(seed=1)))
+
+    def cached(style):
+        return np.asarray(engine.stylize(content, style, Controls(seed=1)))
+
+    path = tmp_path / "style.png"
+    a.save(path)
+    stat = path.stat()
+    assert np.array_equal(cached(path), fresh(a))
+    b.save(path)  # rewritten at the same path, with the same size and modification time
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert np.array_equal(cached(path), fresh(b)) and not np.array_equal(fresh(a), fresh(b))
+    image = a.copy()
+    assert np.array_equal(cached(image), fresh(a))
+    image.paste(b)  # a PIL image edited in place
+    assert np.array_equal(cached(image), fresh(b))
+    array = np.asarray(a).copy()
+    assert np.array_equal(cached(array), fresh(a))
+    array[:] = np.asarray(b)  # a numpy array edited in place
+    assert np.array_equal(cached(array), fresh(b))
+    n = len(engine._cache)
+    cached(b.copy()), cached(np.asarray(b)), cached(str(path))  # the same pixels or bytes: hits
+    assert len(engine._cache) == n == 4  # (a, b) as files, (a, b) as pixels
+    state = {k: v.clone() for k, v in tiny.state_dict().items()}
+    try:
+        with torch.no_grad():
+            next(tiny.parameters()).mul_(0.5)  # weights changed in place
+        assert np.array_equal(cached(path), fresh(b))
+    finally:
+        tiny.load_state_dict(state)
+    assert np.array_equal(cached(path), fresh(b))
+
+
+def test_style_size_is_checked_against_the_pixel_limit_before_reading(tiny, tmp_path):
+    content, style = _img(30, 40, 40), _img(31, 100, 50)
+    path = tmp_path / "wide.png"
+    style.save(path)
+    engine = Stylizer(tiny, size=32, max_pixels=100_000)
+    with pytest.raises(UserError, match=r"^style image: planned size 1000 x 500 px \(0.5 MP\) is over the limit"):
+        engine.stylize(content, style, Controls(style_size=500))
+    with pytest.raises(UserError, match=rf"^{path}: planned size 1000 x 500 px \(0.5 MP\) is over the limit"):
+        engine.stylize(content, path, Controls(style_size=500))
+    with pytest.raises(UserError, match=r"^style image: planned size 120000 x 60000 px \(7200.0 MP\) is over"):
+        stylize(tiny, content, style, size=32, style_size=60000)  # the default limit, before any allocation
+    assert engine.stylize(content, path, Controls(style_size=200)).size == (32, 32)  # 400 x 200 fits
+
+
+def test_match_colour_keeps_a_nearly_flat_style_flat():
+    rng = np.random.default_rng(0)
+    content = torch.from_numpy(rng.uniform(0, 1, (3, 64, 64)).astype(np.float32))  # std ~74 levels
+    flat = np.full((64, 64, 3), (120, 90, 60)) + rng.integers(-1, 2, (64, 64, 3))  # +-1 level noise, std 0.8
+    out = match_colour(torch.from_numpy(flat / 255.0).permute(2, 0, 1).float(), content)
+    std = (out * 255).flatten(1).std(1)
+    assert std.max() < 2, std  # was 37 levels: the noise was stretched to the content's colours
+    assert torch.allclose(out.flatten(1).mean(1), content.flatten(1).mean(1), atol=1e-3)  # the content's palette
+    grey = rng.uniform(0, 255, (64, 64, 1)).repeat(3, 2) + rng.integers(-1, 2, (64, 64, 3))  # a grey drawing
+    out = match_colour(torch.from_numpy(np.clip(grey, 0, 255) / 255.0).permute(2, 0, 1).float(), content)
+    ycc = rgb_to_ycbcr(out.double()) * 255
+    assert ycc[1:].flatten(1).std(1).max() < 2  # no coloured noise
+    assert ycc[0].std() > 30  # its drawing (the grey axis, far above the noise) is still stretched as before

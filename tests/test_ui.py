@@ -128,7 +128,7 @@ def test_bad_content_is_one_line_then_next_request_works(session, tmp_path, case
     ({}, [CONTENT], "no style image"),
     ({"style_weights": "a, b"}, [CONTENT, STYLE, STYLE], "style weights: 'a, b' is not a list of numbers"),
     ({"style_weights": "1"}, [CONTENT, STYLE, STYLE], "style weights: 1 given for 2 style image(s)"),
-    ({"style_weights": "-1"}, [CONTENT, STYLE], "style_weights must be non-negative"),
+    ({"style_weights": "-1"}, [CONTENT, STYLE], "style_weights must be a sequence of numbers >= 0, got -1.0"),
     ({"size": 12.5}, [CONTENT, STYLE], "size must be a whole number >= 0, got 12.5"),
     ({"seed": -1}, [CONTENT, STYLE], "seed must be a whole number >= 0, got -1"),
     ({"mask": STYLE}, [CONTENT, STYLE], "a mask needs at least two styles"),

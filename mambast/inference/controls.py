@@ -11,34 +11,42 @@ before the CNN decoder), so each output is decoded once:
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..errors import UserError
+from .values import check_flag, check_number, check_numbers, check_optional, check_seed
 
 COLOR_METHODS = ("luminance", "match")
+MIN_STYLE_SIZE = 8  # px: one patch of the model (a smaller style cannot be tiled to a grid meaningfully)
 
 
 @dataclass(frozen=True)
 class Controls:
     """How to stylize (every field has the paper's behaviour as its default).
 
+    Numbers may be of any real type (numpy scalars and 0-d arrays too; bools are not numbers); they are stored
+    as Python int/float. UserError (one line naming the field) for a value out of its range.
+
     alpha: content/style trade-off in [0, 1]; 1 = the stylized output, 0 = the identity output model(c, c).
-    style_weights: one weight per style to mix several styles into one output (normalised to sum 1);
+    style_weights: one weight per style to mix several styles into one output (a sequence or a 1-d array,
+        stored as a tuple of floats, normalised to sum 1 when used);
         None with one style = that style; None with a mask = the mask's regions.
     preserve_color: None, "luminance" (keep the output's luminance, take the content's chroma, in YCbCr) or
         "match" (recolour the style to the content's colour mean/covariance before stylizing).
-    style_size: None = style resized to the content's padded size (the paper's policy); N = its short side
-        resized to N px, aspect and texture scale kept, mirror-tiled/cropped to the grid.
+    style_size: None = style resized to the content's padded size (the paper's policy); N (whole, >= 8) = its
+        short side resized to N px, aspect and texture scale kept, mirror-tiled/cropped to the grid (the
+        planned style is checked against the engine's pixel limit before it is resized).
     mask: None, or an image (path, PIL or numpy array) at any size, resized to the content (nearest): one
         region per style (two styles: dark/light; more: one colour per style in order of luminance), soft
         seam one token wide.
-    shuffle / seed: the published style shuffle and its seed (None: drawn from torch's global RNG).
+    shuffle / seed: the published style shuffle (True/False) and its seed (None: drawn from torch's global RNG;
+        else a whole number in [-2**63, 2**64 - 1]).
     """
 
     alpha: float = 1.0
@@ -50,13 +58,15 @@ class Controls:
     seed: int | None = None
 
     def __post_init__(self):
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and 0 <= self.alpha <= 1):
-            raise UserError(f"alpha must be a number in [0, 1], got {self.alpha!r}")
+        """Every field checked (one-line UserError naming it) and normalised: numbers of any real type (numpy
+        scalars, 0-d arrays) become int/float, style_weights (any sequence, numpy arrays too) a tuple."""
+        set_ = partial(object.__setattr__, self)
+        set_("alpha", check_number(self.alpha, "alpha", 0, 1))
         if self.style_weights is not None:
-            weights = tuple(float(w) for w in self.style_weights)
-            if not weights or any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+            weights = check_numbers(self.style_weights, "style_weights", low=0)
+            if sum(weights) <= 0:
                 raise UserError(f"style_weights must be non-negative numbers with a positive sum, got {weights}")
-            object.__setattr__(self, "style_weights", weights)
+            set_("style_weights", weights)
         if self.preserve_color not in (None, *COLOR_METHODS):
             raise UserError(f"preserve_color must be None or one of {', '.join(COLOR_METHODS)}, "
                             f"got {self.preserve_color!r}")
@@ -65,8 +75,9 @@ class Controls:
                             f"{type(self.mask).__name__}")
         if self.mask is not None and self.style_weights is not None:
             raise UserError("give either style_weights (a mix) or a mask (regions), not both")
-        if self.style_size is not None and (not isinstance(self.style_size, int) or self.style_size < 8):
-            raise UserError(f"style_size must be an integer >= 8 px, got {self.style_size!r}")
+        set_("style_size", check_optional(self.style_size, "style_size", MIN_STYLE_SIZE, whole=True, unit="px"))
+        set_("shuffle", check_flag(self.shuffle, "shuffle"))
+        set_("seed", check_seed(self.seed))
 
     def normalised_weights(self, n_styles: int) -> list[float]:
         """The mixing weights for `n_styles` styles, summing to 1 (UserError on a count mismatch)."""

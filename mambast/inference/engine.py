@@ -6,6 +6,7 @@ calls it. Content and style are each encoded once; controls act in the fused tok
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -17,17 +18,28 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..errors import UserError
 from ..images import as_rgb, load_image, to_pil, to_tensor
 from ..model import MambaST
 from ..model.mamba_st import pad_to_patches
 from .colour import keep_content_chroma, match_colour
 from .controls import Controls
+from .fast_decoder import FastDecoder
 from .masks import mask_labels, region_weights
-from .size import DEFAULT_MAX_PIXELS, check_size, fit_style, load_resized, padded_size, resize_short_side
+from .precision import DEFAULT_PRECISION, PRECISIONS, resolve_precision  # noqa: F401 - PRECISIONS re-exported
+from .precision import autocast as precision_autocast
+from .size import (
+    DEFAULT_MAX_PIXELS,
+    check_max_pixels,
+    check_size,
+    fit_style,
+    load_resized,
+    load_style,
+    padded_size,
+    resize_short_side,
+)
+from .values import check_seed
 
 ImageLike = Image.Image | np.ndarray | str | Path  # a file path, or an in-memory image (mambast.images.as_rgb)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _is_path(image: ImageLike) -> bool:
@@ -36,6 +48,29 @@ def _is_path(image: ImageLike) -> bool:
 
 def _open(image: ImageLike, name: str = "image") -> Image.Image:
     return load_image(image) if _is_path(image) else as_rgb(image, name)
+
+
+def _fingerprint(style: Image.Image | str | os.PathLike) -> tuple | None:
+    """What a style encoding is keyed by: a file's bytes or an RGB image's pixels (BLAKE2b), with its size;
+    None when the file cannot be read (it is then read, and refused, by the loader)."""
+    digest = hashlib.blake2b(digest_size=20)
+    if not _is_path(style):
+        digest.update(style.tobytes())
+        return ("pixels", style.mode, style.size, digest.hexdigest())
+    try:
+        with open(style, "rb") as f:
+            size = 0
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError:
+        return None
+    return ("file", size, digest.hexdigest())
+
+
+def _weights_version(model: torch.nn.Module) -> int:
+    """Changes whenever a parameter or buffer of `model` is modified in place (load_state_dict, optimiser)."""
+    return sum(t._version for t in (*model.parameters(), *model.buffers()))
 
 
 @dataclass
@@ -59,31 +94,34 @@ class Stylizer:
     """Stylize images with one model, one size policy and cached style encodings.
 
     model: a MambaST (eval mode is set); size: short side of the content in px (0/None: kept); max_pixels:
-    refuse a planned content size above this many pixels (None: no limit); style_cache: how many style
-    encodings to keep (keyed by the style's path, or by the PIL object itself while it is alive);
-    precision: "fp32", or "bf16"/"fp16": the whole model under torch.autocast (on CUDA, and on CPUs with
-    BF16/AMX support), the selective scan's inputs and state kept in float32.
+    refuse a planned content or style size above this many pixels (None/0: no limit); style_cache: how many
+    style encodings to keep (keyed by the style's content, never by its path or object: `style_tokens`);
+    precision: one of PRECISIONS (mambast.inference.precision): "auto" (default: bf16 for the bundled model
+    on devices with native bf16, else fp32), "fp32", or "bf16"/"fp16": the whole model under torch.autocast
+    (on CUDA, and on CPUs with BF16/AMX support), the selective scan's inputs and state kept in float32, the
+    CNN decoder's upsampling convs in their faster phase form (fast_decoder.py). `self.precision` is the
+    concrete one "auto" resolved to. fp32 runs the model's own layers: the same numbers as `model(...)`.
     """
 
     def __init__(self, model: MambaST, size: int | None = 512, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 style_cache: int = 16, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
-        self.model = model.eval()
-        self.patch = model.config.patch_size
-        self.size, self.max_pixels = check_size(size, self.patch), max_pixels
+                 style_cache: int = 16, precision: str = DEFAULT_PRECISION):
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self.precision = resolve_precision(precision, self.device, model.config)
+        self.model = model.eval()
+        self.decoder = model.cnn_decoder if self.precision == "fp32" else FastDecoder(model.cnn_decoder)
+        self.patch = model.config.patch_size
+        self.size, self.max_pixels = check_size(size, self.patch), check_max_pixels(max_pixels)
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = style_cache
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The precision context every model call of the engine runs in (a no-op for fp32)."""
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return precision_autocast(self.precision, self.device)
+
+    def decode(self, fused: Tensor) -> Tensor:
+        """The CNN decoder in the engine's form: fused tokens (B, H, W, C) -> raw image (B, 3, H p, W p)."""
+        return self.decoder(fused.permute(0, 3, 1, 2))
 
     # ----- preparing inputs (PIL, size policy) --------------------------------------------------------------
     def prepare_content(self, content: ImageLike, size: int | None | object = _ENGINE_SIZE) -> Image.Image:
@@ -107,7 +145,8 @@ class Stylizer:
     def prepare_style(self, style: ImageLike, padded_hw: tuple[int, int], controls: Controls,
                       content: Tensor | None = None) -> Tensor:
         """The style as a (1, 3, H, W) tensor on the padded grid (colour-matched to `content` for "match")."""
-        img = fit_style(_open(style, "style image"), padded_hw[1], padded_hw[0], controls.style_size)
+        img = fit_style(load_style(style, controls.style_size, self.max_pixels), padded_hw[1], padded_hw[0],
+                        controls.style_size, self.max_pixels)
         x = to_tensor(img)
         if controls.preserve_color == "match":
             if content is None:
@@ -119,20 +158,26 @@ class Stylizer:
     @torch.inference_mode()
     def style_tokens(self, style: ImageLike, padded_hw: tuple[int, int], controls: Controls | None = None,
                      content: Tensor | None = None) -> Tensor:
-        """Encoded style (1, H/p, W/p, C), cached per (style, grid, style_size) unless colour-matched."""
+        """Encoded style (1, H/p, W/p, C), cached by what it is made of: the style's content (a file's bytes,
+        an in-memory image's RGB pixels), the grid, style_size, the precision and the model's weights (their
+        in-place version), so a file rewritten at the same path, an image or array edited in place or weights
+        loaded into the model are encoded again. Colour-matched styles depend on the content: not cached."""
         controls = controls or Controls()
-        if controls.preserve_color == "match" or isinstance(style, np.ndarray):  # not cached (arrays are mutable)
+        if controls.preserve_color == "match":
             with self.autocast():
                 return self.model.encode_style(self.prepare_style(style, padded_hw, controls, content))
-        key = (str(Path(style).resolve()) if _is_path(style) else id(style), padded_hw,
-               controls.style_size)
-        hit = self._cache.get(key)
-        if hit is not None and (not isinstance(style, Image.Image) or hit[0] is style):
+        if not _is_path(style):
+            style = _open(style, "style image")  # an RGB copy: later edits of the caller's image cannot reach it
+        key = (_fingerprint(style), tuple(padded_hw), controls.style_size, self.precision,
+               _weights_version(self.model))
+        hit = self._cache.get(key) if key[0] is not None else None
+        if hit is not None:
             self._cache.move_to_end(key)
-            return hit[1]
+            return hit
         with self.autocast():
             tokens = self.model.encode_style(self.prepare_style(style, padded_hw, controls))
-        self._cache[key] = (style, tokens)
+        if key[0] is not None and (not _is_path(style) or _fingerprint(style) == key[0]):  # unchanged while read
+            self._cache[key] = tokens
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return tokens
@@ -140,6 +185,7 @@ class Stylizer:
     def _generators(self, seeds: list[int] | None):
         if seeds is None:
             return None
+        seeds = [check_seed(s) for s in seeds]  # numpy integers too
         if len(set(seeds)) == 1:  # one permutation for the whole batch
             return torch.Generator().manual_seed(seeds[0])
         return [torch.Generator().manual_seed(s) for s in seeds]
@@ -203,7 +249,7 @@ class Stylizer:
         if controls.alpha < 1:
             identity = fuse(model.encode_style(content.padded))
             fused = identity if fused is None else controls.alpha * fused + (1 - controls.alpha) * identity
-        return model.decode(fused)[..., :h, :w]
+        return self.decode(fused)[..., :h, :w]
 
     def stylize_tensor(self, content: Tensor, styles: Sequence[Tensor], controls: Controls | None = None,
                        seeds: Sequence[int] | None = None, mask: ImageLike | None = None) -> Tensor:

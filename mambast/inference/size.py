@@ -11,41 +11,98 @@ scale kept) and it is mirror-tiled and centre-cropped to the grid.
 
 from __future__ import annotations
 
-import numbers
+import contextlib
+import os
+from collections.abc import Iterator
 
+import numpy as np
+import torch
 from PIL import Image
 
 from ..errors import UserError
-from ..images import DEFAULT_MAX_PIXELS, check_planned_size, load_resized, plan_size, resize_short_side
+from ..images import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    as_rgb,
+    check_planned_size,
+    image_size,
+    load_image,
+    load_resized,
+    plan_size,
+    resize_short_side,
+)
 from ..model.mamba_st import padded_size
+from .values import as_whole, check_optional, shown
 
 __all__ = ["plan_size", "padded_size", "fit_style", "check_planned_size", "load_resized", "resize_short_side",
-           "check_size", "DEFAULT_MAX_PIXELS"]
+           "check_size", "check_max_pixels", "check_style_size", "load_style", "is_out_of_memory", "memory_guard",
+           "DEFAULT_MAX_PIXELS"]
+
+# What torch's allocators say when an allocation fails (CPU: DefaultCPUAllocator; CUDA: OutOfMemoryError).
+_OUT_OF_MEMORY = ("DefaultCPUAllocator", "not enough memory", "out of memory", "can't allocate memory")
 
 
 def check_size(size: int | None, patch: int = 8, name: str = "size") -> int | None:
     """The content size setting, checked: None or 0 keep the content's own size; otherwise a whole number of
-    px, at least one patch (a short side under `patch` px cannot be stylized). Returns it as an int (or None);
-    UserError (one line naming `name`) for anything else."""
+    px (any real type: 512, np.int64(512), 512.0), at least one patch (a short side under `patch` px cannot be
+    stylized). Returns it as an int (or None); UserError (one line naming `name`) for anything else."""
     if size is None:
         return None
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or (0 < size < patch) or size < 0:
+    value = as_whole(size)
+    if value is None or (0 < value < patch) or value < 0:
         raise UserError(f"{name} must be 0 (keep the content's size) or a whole number of px >= {patch}, "
-                        f"got {size!r}")
-    return int(size)
+                        f"got {shown(size)}")
+    return value
 
 
-def fit_style(img: Image.Image, width: int, height: int, style_size: int | None = None) -> Image.Image:
+def check_max_pixels(max_pixels: int | None, name: str = "max_pixels") -> int | None:
+    """The pixel limit, checked: None or 0 = no limit, else a whole number of pixels >= 1 -> int or None."""
+    value = check_optional(max_pixels, name, 0, whole=True)
+    return value or None
+
+
+def check_style_size(style_size: int | None, max_pixels: int | None, name: str = "style_size") -> None:
+    """Refuse a style size no style can have within the pixel limit, before any image is read: the style's
+    short side alone is `style_size` px, so it has at least style_size x style_size pixels (one-line
+    ImageError naming `name`)."""
+    if style_size:
+        check_planned_size(f"{name} {style_size} px", style_size, style_size, max_pixels=max_pixels)
+
+
+def load_style(style: Image.Image | np.ndarray | str | os.PathLike, style_size: int | None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str = "style image") -> Image.Image:
+    """The style as an RGB image (a path decoded as displayed, an in-memory image by `as_rgb`), its planned
+    size at `style_size` (short side, aspect kept) checked against `max_pixels` first: for a file from its
+    header, before decoding (one-line ImageError naming the file)."""
+    if not isinstance(style, (str, os.PathLike)):
+        img = as_rgb(style, name)
+        if style_size:
+            check_planned_size(name, *plan_size(*img.size, style_size), max_pixels=max_pixels)
+        return img
+    if style_size:
+        check_planned_size(style, *plan_size(*image_size(style), style_size), max_pixels=max_pixels)
+    return load_image(style)
+
+
+def fit_style(img: Image.Image, width: int, height: int, style_size: int | None = None,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str = "style image") -> Image.Image:
     """The style on the content's padded grid (width x height px).
 
     style_size None: resized to exactly that size (Lanczos, aspect not kept: the paper's policy).
-    style_size N: short side resized to N (aspect kept), then mirrored-tiled as needed and centre-cropped.
+    style_size N: short side resized to N (aspect kept), then mirrored-tiled as needed and centre-cropped;
+    the resized style is checked against `max_pixels` before it is made (one-line ImageError naming `name`),
+    and a failed allocation is one line too (`memory_guard`).
     """
     if not style_size:
         return img if img.size == (width, height) else img.resize((width, height), Image.LANCZOS)
     if style_size < 1:
         raise UserError(f"style_size must be a positive number of pixels, got {style_size}")
-    img = resize_short_side(img, style_size, max_pixels=None)
+    with memory_guard(f"{name} at style_size {style_size}"):
+        return _tile_to(resize_short_side(img, style_size, max_pixels, name), width, height)
+
+
+def _tile_to(img: Image.Image, width: int, height: int) -> Image.Image:
+    """`img` mirror-tiled as needed to cover width x height px, centre-cropped to it."""
     w, h = img.size
     nx, ny = -(-width // w), -(-height // h)
     if nx > 1 or ny > 1:  # mirror-tile so tile borders stay continuous
@@ -61,3 +118,22 @@ def fit_style(img: Image.Image, width: int, height: int, style_size: int | None 
         img, (w, h) = tiled, tiled.size
     left, top = (w - width) // 2, (h - height) // 2
     return img.crop((left, top, left + width, top + height))
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True when `error` is a failed allocation: MemoryError, torch.OutOfMemoryError, or a RuntimeError from
+    torch's CPU allocator ("DefaultCPUAllocator: not enough memory ..." / "can't allocate memory")."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error) for m in _OUT_OF_MEMORY)
+
+
+@contextlib.contextmanager
+def memory_guard(what: str) -> Iterator[None]:
+    """Turn a failed allocation inside the block into one ImageError line ("WHAT: not enough memory ...")."""
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, UserError) or not is_out_of_memory(e):
+            raise
+        raise ImageError(f"{what}: not enough memory ({type(e).__name__}); ask for a smaller size") from None
