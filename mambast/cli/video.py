@@ -10,9 +10,11 @@ def register(sub) -> None:
     p = sub.add_parser(
         "video", help="stylize a video or a folder of frames",
         description="Stylize every frame of INPUT (a video file, or a folder of frames) into OUTPUT (.mp4, .m4v, "
-                    ".mov, .mkv: H.264 at the source's exact frame rate with its audio copied; or a folder: PNG "
-                    "frames). Stable by construction: the style is encoded once and the style shuffle uses one "
-                    f"seed (default {DEFAULT_SEED}) for the whole video; --stability adds a flow-guided blend. "
+                    ".mov, .mkv: H.264 with every frame at its source time (an exact rate stays exact; variable rates, "
+                    "GIF delays and the audio offset are kept), upright as the source displays, its audio copied; "
+                    "or a folder: PNG frames). Stable by construction: the style is encoded once and the style "
+                    f"shuffle uses one seed (default {DEFAULT_SEED}) for the whole video; --stability adds a "
+                    "flow-guided blend. "
                     "Needs pip install 'mambast[video]'.")
     p.add_argument("input", metavar="INPUT", help="video file or folder of frames (sorted by name)")
     p.add_argument("--style", required=True, metavar="FILE", help="style image")
@@ -71,7 +73,10 @@ def run(args) -> int:
                            batch_size=args.batch_size, stability=args.stability, rate=rate,
                            progress=not args.quiet, overwrite=args.overwrite)
     fps = report.frames / report.seconds if report.seconds > 0 else float("nan")
-    rate_text = f" at {report.rate} fps" if report.rate is not None and is_video_path(args.output) else ""
+    rate_text = ""
+    if report.rate is not None and is_video_path(args.output):
+        rate_text = (f" at {report.rate} fps" if report.declared_rate else
+                     f" at a variable rate, {float(report.rate):.3g} fps on average")
     audio = ", audio copied" if report.audio else ""
     print(f"wrote {report.frames} frames ({report.width} x {report.height}{rate_text}{audio}) to {args.output} "
           f"in {report.seconds:.1f} s ({fps:.2f} frames/s)")

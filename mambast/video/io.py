@@ -2,7 +2,7 @@
 
 Reading: `VideoReader(path)` decodes the first video stream to RGB frames (H, W, 3) uint8 and hands the
 packets of the first audio stream, untouched, to a callback; `FolderReader(path)` reads an image sequence
-(sorted names, `mambast.images`). Writing: `VideoWriter` encodes H.264 (yuv420p, CRF 18) at an exact rational
+(natural name order, `mambast.images`). Writing: `VideoWriter` encodes H.264 (yuv420p, CRF 18) at an exact rational
 frame rate (30000/1001 stays 30000/1001: frame i has pts i in a 1/rate time base) and muxes the copied audio
 packets without re-encoding; `FolderWriter` writes numbered PNG frames. Every file goes through `mambast.fs`
 (the video is written to a temporary file and renamed when complete).
@@ -15,11 +15,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -95,8 +98,11 @@ def parse_rate(text: str | float | Fraction) -> Fraction:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a reader knows before decoding: frame size (px), rate (frames/s, exact), frame count (the
-    container's or duration x rate; None when unknown), duration (s, None when unknown), audio present."""
+    """What a reader knows before decoding: frame size as displayed (px: display rotation and non-square
+    pixels applied), rate (frames/s as the container declares it, exact; None when unknown), frame count (the
+    container's or duration x rate; None when unknown), duration (s, None when unknown), audio present,
+    time_base (s per tick of the frames' timestamps), rotation (degrees counter-clockwise applied to the stored
+    frames to show them upright)."""
 
     width: int
     height: int
@@ -104,17 +110,88 @@ class VideoInfo:
     frames: int | None
     duration: float | None
     has_audio: bool
+    time_base: Fraction | None = None
+    rotation: int = 0
 
 
-# ------------------------------------------------------------------------------------------------ reading
+class TimedFrame(NamedTuple):
+    """A decoded frame: image (H, W, 3) uint8 RGB as displayed; pts and duration in ticks of the reader's
+    `info.time_base` (pts on the output timeline: see `VideoReader.timed_frames`)."""
+
+    image: np.ndarray
+    pts: int
+    duration: int
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How a stored frame is shown: transposed (rows <-> columns) first, then mirrored left-right and/or
+    upside down. From a display matrix (FFmpeg's AV_PKT_DATA_DISPLAYMATRIX: 9 int32, rows (a b u) (c d v)
+    (x y w), a stored pixel (p, q) is shown at (a p + c q, b p + d q)), rounded to the nearest quarter turn."""
+
+    transpose: bool = False
+    flip_x: bool = False
+    flip_y: bool = False
+
+    @classmethod
+    def from_matrix(cls, m: tuple[int, ...] | None) -> Orientation:
+        if m is None:
+            return cls()
+        a, b, c, d = m[0], m[1], m[3], m[4]
+        if abs(a) + abs(d) >= abs(b) + abs(c):
+            return cls(False, a < 0, d < 0)
+        return cls(True, c < 0, b < 0)  # x' = c q, y' = b p
+
+    @property
+    def rotation(self) -> int:
+        """Counter-clockwise degrees of the quarter turn, followed by a left-right mirror if `mirrored`."""
+        return _TURNS[(self.transpose, self.flip_x, self.flip_y)][0]
+
+    @property
+    def mirrored(self) -> bool:
+        return _TURNS[(self.transpose, self.flip_x, self.flip_y)][1]
+
+    def apply(self, img: np.ndarray) -> np.ndarray:
+        """(H, W, C) stored -> as shown (a view)."""
+        if self.transpose:
+            img = img.transpose(1, 0, 2)
+        if self.flip_x:
+            img = img[:, ::-1]
+        if self.flip_y:
+            img = img[::-1]
+        return img
+
+
+# (transpose, flip_x, flip_y) -> (counter-clockwise quarter turn, then mirrored left-right)
+_TURNS = {(False, False, False): (0, False), (True, False, True): (90, False), (False, True, True): (180, False),
+          (True, True, False): (270, False), (False, True, False): (0, True), (True, True, True): (90, True),
+          (False, False, True): (180, True), (True, False, False): (270, True)}
+
+
+def _display_matrix(path: Path) -> tuple[int, ...] | None:
+    """The display matrix of the first video frame (FFmpeg attaches the stream's to every decoded frame; PyAV
+    exposes no stream side data), or None (none, or not decodable: the main decoding reports that)."""
+    av = require_av()
+    try:
+        with av.open(str(path), "r") as c:
+            for frame in c.decode(video=0):
+                for sd in frame.side_data:
+                    if sd.type.name == "DISPLAYMATRIX" and len(bytes(sd)) == 36:
+                        return struct.unpack("=9i", bytes(sd))
+                return None
+    except (av.error.FFmpegError, ValueError, StopIteration):
+        return None
+    return None
 
 
 class VideoReader:
-    """`with VideoReader(path) as r: for frame in r.frames(on_audio=...)` -> RGB (H, W, 3) uint8 frames.
+    """`with VideoReader(path) as r: for frame in r.frames(on_audio=...)` -> RGB (H, W, 3) uint8 frames as
+    displayed (display rotation/mirror applied, non-square pixels resampled to square); `r.timed_frames()`
+    adds each frame's presentation time and duration.
 
     on_audio(packet) receives every packet of the first audio stream in demuxing order (interleaved with the
-    video), for `VideoWriter.mux_audio`. Errors: VideoError naming the file (missing, not a video, corrupt,
-    audio only, no frame rate).
+    video), for `VideoWriter.mux_audio`, with its timestamps on the same output timeline as the frames.
+    Errors: VideoError naming the file (missing, not a video, corrupt, audio only).
     """
 
     def __init__(self, path: str | Path):
@@ -133,6 +210,7 @@ class VideoReader:
                 what = "an audio-only file" if self.audio is not None else "a file"
                 raise VideoError(f"{self.path}: {what} with no video stream")
             self._video.thread_type = "AUTO"
+            self.orientation = Orientation.from_matrix(_display_matrix(self.path))
             self.info = self._info()
         except BaseException:
             self._container.close()
@@ -151,10 +229,84 @@ class VideoReader:
         width, height = v.codec_context.width, v.codec_context.height
         if not width or not height:
             raise VideoError(f"{self.path}: the video stream has no frame size (corrupt header)")
-        return VideoInfo(width, height, rate, frames, duration, self.audio is not None)
+        sar = v.sample_aspect_ratio
+        self._stored_width = max(1, round(width * sar)) if sar and sar > 0 and sar != 1 else width
+        width = self._stored_width
+        if self.orientation.transpose:
+            width, height = height, width
+        time_base = Fraction(v.time_base) if v.time_base else Fraction(1, 90000)
+        return VideoInfo(width, height, rate, frames, duration, self.audio is not None, time_base,
+                         self.orientation.rotation)
+
+    def origin(self) -> Fraction:
+        """Where the output timeline starts (s on the file's clock): the earliest start of the video and the
+        first audio stream when that is after 0 (an MPEG-TS capture starting at 10 s starts at 0), else 0 (a
+        negative start, such as AAC priming, is kept as the muxers handle it). Both streams move together."""
+        starts = [Fraction(s.start_time) * s.time_base for s in (self._video, self.audio)
+                  if s is not None and s.start_time is not None and s.time_base]
+        return max(Fraction(0), min(starts)) if starts else Fraction(0)
 
     def frames(self, on_audio: Callable | None = None) -> Iterator[np.ndarray]:
         """Decode every frame -> (H, W, 3) uint8 RGB; audio packets go to `on_audio` as they are demuxed."""
+        for frame in self.timed_frames(on_audio):
+            yield frame.image
+
+    def timed_frames(self, on_audio: Callable | None = None) -> Iterator[TimedFrame]:
+        """Decode every frame -> `TimedFrame`s (one frame behind the decoder: a duration is the gap to the next
+        frame's pts; the last frame's runs to the stream's end, else its own declared duration). pts are the
+        frames' own, minus `origin()`, in `info.time_base` ticks, strictly increasing (a frame without a
+        timestamp, or with one not after its predecessor's, is put one nominal frame or one tick after it, with
+        one warning)."""
+        tb, origin = self.info.time_base, self.origin()
+        shift = round(origin / tb)
+        step = max(1, round(1 / (self.info.rate * tb))) if self.info.rate else 1
+        held, last_pts, warned = None, None, False
+        for frame in self._decoded(self._shifted(on_audio, origin)):
+            pts = frame.pts if frame.pts is not None else (last_pts + step if last_pts is not None else shift)
+            if last_pts is not None and pts <= last_pts:
+                if not warned:
+                    warned = True
+                    warn(f"{self.path}: frame timestamps that do not increase; such frames are put one tick "
+                         "after the one before")
+                pts = last_pts + 1
+            if held is not None:
+                yield TimedFrame(held[0], held[1] - shift, pts - held[1])
+            held, last_pts = (self._picture(frame), pts, frame.duration), pts
+        if held is not None:
+            yield TimedFrame(held[0], held[1] - shift, self._last_duration(held[1], held[2], step))
+
+    def _last_duration(self, pts: int, declared: int | None, step: int) -> int:
+        v = self._video
+        if v.duration and v.time_base == self.info.time_base:
+            end = (v.start_time or 0) + v.duration
+            if end > pts:
+                return end - pts
+        return declared if declared and declared > 0 else step
+
+    def _shifted(self, on_audio: Callable | None, origin: Fraction) -> Callable | None:
+        """on_audio with the packets' timestamps moved by -origin (s)."""
+        if on_audio is None or self.audio is None or not origin:
+            return on_audio
+        shift = round(origin / self.audio.time_base)
+
+        def shifted(packet) -> None:
+            if packet.pts is not None:
+                packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
+            on_audio(packet)
+
+        return shifted
+
+    def _picture(self, frame) -> np.ndarray:
+        """A decoded frame -> (H, W, 3) uint8 RGB as displayed (square pixels, then the display orientation)."""
+        if frame.width != self._stored_width and frame.width == self._video.codec_context.width:
+            frame = frame.reformat(width=self._stored_width, height=frame.height, format="rgb24",
+                                   interpolation="BICUBIC")
+        return np.ascontiguousarray(self.orientation.apply(frame.to_ndarray(format="rgb24")))
+
+    def _decoded(self, on_audio: Callable | None) -> Iterator:
+        """The decoded av.VideoFrames; audio packets go to `on_audio` as they are demuxed."""
         av = require_av()
         streams = [self._video] + ([self.audio] if self.audio is not None and on_audio is not None else [])
         count = 0
@@ -166,7 +318,7 @@ class VideoReader:
                     continue
                 for frame in packet.decode():
                     count += 1
-                    yield frame.to_ndarray(format="rgb24")
+                    yield frame
         except av.error.FFmpegError as e:
             raise VideoError(f"{self.path}: corrupt video data after {count} frame(s) ({_reason(e)})") from None
         if count == 0:
@@ -182,17 +334,25 @@ class VideoReader:
         self.close()
 
 
+def natural_key(path: Path) -> tuple:
+    """Sort key of a frame's path: numbers in names compare as numbers (f2.png before f10.png), part by part."""
+    return tuple(tuple((0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", part) if t)
+                 for part in path.parts)
+
+
 class FolderReader:
-    """An image sequence: every image of a folder in sorted name order (`mambast.images.list_images`), each
-    as (H, W, 3) uint8 RGB. Frames of another size than the first are resized to it (Lanczos), with one
-    warning line on stderr naming the first such frame."""
+    """An image sequence: every image of a folder (`mambast.images.list_images`) in natural name order
+    (`natural_key`: f1, f2, ..., f10, as file managers show them), each as (H, W, 3) uint8 RGB. Frames of
+    another size than the first are resized to it (Lanczos), with one warning line on stderr naming the first
+    such frame. `timed_frames`: frame i at pts i, duration 1, in ticks of 1/rate."""
 
     def __init__(self, path: str | Path, rate: Fraction | None = None):
         self.path = Path(path)
-        self.files = list_images(self.path)
+        self.files = sorted(list_images(self.path), key=lambda f: natural_key(f.relative_to(self.path)))
         first = load_image(self.files[0])
         self.info = VideoInfo(first.width, first.height, rate, len(self.files),
-                              float(len(self.files) / rate) if rate else None, False)
+                              float(len(self.files) / rate) if rate else None, False,
+                              1 / Fraction(rate) if rate else None)
         self.audio = None
 
     def frames(self, on_audio: Callable | None = None) -> Iterator[np.ndarray]:
@@ -205,6 +365,10 @@ class FolderReader:
                      f"{self.files[0].name}; frames of another size are resized to the first one's")
             yield np.asarray(img if img.size == size else img.resize(size, Image.LANCZOS))
 
+    def timed_frames(self, on_audio: Callable | None = None) -> Iterator[TimedFrame]:
+        for i, image in enumerate(self.frames()):
+            yield TimedFrame(image, i, 1)
+
     def __enter__(self) -> FolderReader:
         return self
 
@@ -216,14 +380,19 @@ class FolderReader:
 
 
 class VideoWriter:
-    """`with VideoWriter(path, rate, width, height, audio=reader.audio) as w: w.write(frame) ...`
+    """`with VideoWriter(path, rate, width, height, audio=reader.audio) as w: w.write(frame[, pts, duration])`
 
-    H.264 (libx264, yuv420p, CRF `crf`) at exactly `rate` frames/s. yuv420p needs even sides: an odd width or
-    height loses its last column/row. audio: an input audio stream to copy (its packets given to
-    `mux_audio`, not re-encoded). The file appears at `path` only once complete (`mambast.fs`).
+    H.264 (libx264, yuv420p, CRF `crf`). Timing: frame timestamps `pts` and `duration` in ticks of
+    `time_base` (s; default 1/rate, and pts i, duration 1 when not given: exactly `rate` frames/s, so
+    30000/1001 stays 30000/1001). Any strictly increasing pts are kept (variable frame rates, GIF delays), and
+    the last frame lasts its duration (the container's packet durations are set so, the MP4/MOV last sample
+    included). `rate` is the frame rate declared to the encoder. yuv420p needs even sides: an odd width or
+    height loses its last column/row. audio: an input audio stream to copy (its packets given to `mux_audio`,
+    not re-encoded, on the frames' timeline). The file appears at `path` only once complete (`mambast.fs`).
     """
 
-    def __init__(self, path: str | Path, rate: Fraction, width: int, height: int, audio=None, crf: int = 18):
+    def __init__(self, path: str | Path, rate: Fraction, width: int, height: int, audio=None, crf: int = 18,
+                 time_base: Fraction | None = None):
         self.av = require_av()
         self.path = Path(path)
         fmt = VIDEO_FORMATS.get(self.path.suffix.lower())
@@ -234,16 +403,26 @@ class VideoWriter:
         if self.width < 2 or self.height < 2:
             raise VideoError(f"{self.path}: a {width} x {height} px frame is too small to encode")
         self.rate, self._fmt, self._audio_in, self._crf = Fraction(rate), fmt, audio, crf
+        self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.frames_written = 0
+        self.start: int | None = None  # pts of the first frame and end (pts + duration) of the last, in ticks
+        self.end: int | None = None
+        self._durations: dict[int, int] = {}  # pts -> duration of the frames inside the encoder
+        self._held = None  # the latest encoded packet: muxed when the next one comes, or last of all
+        self._first_dts: int | None = None
 
     def __enter__(self) -> VideoWriter:
         ensure_dir(self.path.parent if str(self.path.parent) else ".")
         self._file_cm = atomic_open(self.path)
         f = self._file_cm.__enter__()
         try:
-            self._out = self.av.open(f, "w", format=self._fmt)
+            # MP4/MOV edit lists count in the movie time scale (1/1000 s by default): the video's instead,
+            # so a start or an end such as 12 x 1001/30000 s stays exact
+            options = {"movie_timescale": str(self._timescale())} if self._fmt in ("mp4", "mov") else {}
+            self._out = self.av.open(f, "w", format=self._fmt, options=options)
             v = self._out.add_stream("libx264", rate=self.rate)
             v.width, v.height, v.pix_fmt = self.width, self.height, "yuv420p"
+            v.codec_context.time_base = self.time_base
             v.options = {"crf": str(self._crf), "preset": "medium"}
             self._v = v
             self._a = None
@@ -258,13 +437,58 @@ class VideoWriter:
             raise
         return self
 
-    def write(self, frame: np.ndarray) -> None:
-        """Encode one RGB frame (H, W, 3) uint8 (cropped to the writer's even size)."""
+    def _timescale(self) -> int:
+        """The MP4 video track's time scale: time_base's denominator, doubled up to >= 10000 (as FFmpeg does)."""
+        scale = self.time_base.denominator
+        while scale < 10000:
+            scale *= 2
+        return scale
+
+    def write(self, frame: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
+        """Encode one RGB frame (H, W, 3) uint8 (cropped to the writer's even size) shown at `pts` for
+        `duration` ticks of `time_base` (default: right after the previous frame, for one frame at `rate`).
+        ValueError if pts is not after the previous frame's."""
+        if duration is None:
+            duration = max(1, round(1 / (self.rate * self.time_base)))
+        if pts is None:
+            pts = self.end if self.end is not None else 0
+        if self.start is None:
+            self.start = pts
+        elif pts <= self._last_pts:
+            raise ValueError(f"frame pts must increase: {pts} after {self._last_pts}")
         frame = np.ascontiguousarray(frame[: self.height, : self.width])
         vf = self.av.VideoFrame.from_ndarray(frame, format="rgb24")
-        vf.pts, vf.time_base = self.frames_written, 1 / self.rate
-        self._mux(self._v.encode(vf))
+        vf.pts, vf.time_base = pts, self.time_base
+        self._last_pts, self.end = pts, pts + duration
+        self._durations[pts] = duration
+        self._encoded(self._v.encode(vf))
         self.frames_written += 1
+
+    @property
+    def seconds(self) -> float:
+        """Duration of the picture written so far (s)."""
+        return float((self.end - self.start) * self.time_base) if self.start is not None else 0.0
+
+    def _encoded(self, packets) -> None:
+        """Give each encoded packet its frame's duration and mux it, one packet late (see `_finish`)."""
+        for p in packets:
+            p.duration = self._durations.pop(p.pts, 0)
+            if self._first_dts is None:
+                self._first_dts = p.dts
+            if self._held is not None:
+                self._mux(self._held)
+            self._held = p
+
+    def _finish(self) -> None:
+        """Flush the encoder and mux the last packet. An MP4/MOV track lasts (last dts - first dts) + the last
+        sample's duration (B-frames make dts lag pts), so that duration is set to end the picture at `end`."""
+        self._encoded(self._v.encode(None))
+        p = self._held
+        if p is not None:
+            if self._fmt in ("mp4", "mov") and p.dts is not None and self._first_dts is not None:
+                p.duration = max(1, (self.end - self.start) - (p.dts - self._first_dts))
+            self._mux(p)
+            self._held = None
 
     def mux_audio(self, packet) -> None:
         """Copy one demuxed audio packet into the output (bytes unchanged; timestamps rescaled)."""
@@ -281,7 +505,7 @@ class VideoWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                self._mux(self._v.encode(None))  # flush the encoder
+                self._finish()
                 self._out.close()
             else:  # the file is discarded: an error while closing must not hide the first one
                 with contextlib.suppress(Exception):
@@ -307,7 +531,15 @@ class FolderWriter:
                     old.unlink()
         return self
 
-    def write(self, frame: np.ndarray) -> None:
+    def _timescale(self) -> int:
+        """The MP4 video track's time scale: time_base's denominator, doubled up to >= 10000 (as FFmpeg does)."""
+        scale = self.time_base.denominator
+        while scale < 10000:
+            scale *= 2
+        return scale
+
+    def write(self, frame: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
+        """Write the next frame (H, W, 3) uint8 as PNG (the timing is not kept: a folder has none)."""
         self.frames_written += 1
         buf = io.BytesIO()
         Image.fromarray(frame, "RGB").save(buf, format="PNG")

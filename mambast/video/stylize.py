@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -98,7 +99,10 @@ def stylize_frames(stylizer: Stylizer, frames: Iterable[np.ndarray], style, cont
 
 @dataclass
 class VideoReport:
-    """What `stylize_video` did: frames written, output size (px), frame rate, audio copied, seconds."""
+    """What `stylize_video` did: frames written, output size (px), frame rate (frames/s: the source's declared
+    rate when the frames follow it, else their average over the video: a variable-rate source), audio
+    copied, seconds taken, duration of the written video (s; None for a frame folder), whether the frames came
+    at the declared rate (False: a variable rate, `rate` is the average)."""
 
     frames: int
     width: int
@@ -106,6 +110,8 @@ class VideoReport:
     rate: Fraction | None
     audio: bool
     seconds: float
+    duration: float | None = None
+    declared_rate: bool = True
 
 
 def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | Path,
@@ -128,9 +134,8 @@ def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | P
         info = reader.info
         width, height = plan_size(info.width, info.height, stylizer.size)
         if is_video_path(output):
-            if info.rate is None:
-                raise VideoError(f"{source}: the video's frame rate is unknown; write PNG frames to a folder instead")
-            writer = VideoWriter(output, info.rate, width, height, audio=reader.audio)
+            writer = VideoWriter(output, info.rate or Fraction(25), width, height, audio=reader.audio,
+                                 time_base=info.time_base)
         elif output.suffix and not output.is_dir():
             raise VideoError(f"{output}: unsupported output type (use .mp4, .m4v, .mov, .mkv, or a folder for "
                              "PNG frames)")
@@ -138,11 +143,29 @@ def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | P
             writer = FolderWriter(output, overwrite=overwrite)
         start = time.perf_counter()
         with writer, tqdm(total=info.frames, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
-            frames = reader.frames(on_audio=writer.mux_audio)
-            for frame in stylize_frames(stylizer, frames, style, controls, batch_size, stability):
-                writer.write(frame)
+            times: deque[tuple[int, int]] = deque()  # (pts, duration) of the frames inside stylize_frames
+
+            def images() -> Iterator[np.ndarray]:
+                for f in reader.timed_frames(on_audio=writer.mux_audio):
+                    times.append((f.pts, f.duration))
+                    yield f.image
+
+            for frame in stylize_frames(stylizer, images(), style, controls, batch_size, stability):
+                writer.write(frame, *times.popleft())
                 bar.update(1)
-    if isinstance(writer, VideoWriter):
-        width, height = writer.width, writer.height  # even sides for yuv420p
-    return VideoReport(writer.frames_written, width, height, info.rate,
-                       reader.audio is not None and isinstance(writer, VideoWriter), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if isinstance(writer, VideoWriter):  # even sides for yuv420p; the rate the frames kept
+        rate = _rate(info.rate, writer)
+        return VideoReport(writer.frames_written, writer.width, writer.height, rate, reader.audio is not None,
+                           seconds, writer.seconds, rate == info.rate)
+    return VideoReport(writer.frames_written, width, height, info.rate, False, seconds, None)
+
+
+def _rate(declared: Fraction | None, writer: VideoWriter) -> Fraction | None:
+    """The declared rate when the written frames follow it (average within 0.5 %), else their average rate."""
+    if writer.frames_written == 0 or writer.seconds <= 0:
+        return declared
+    average = writer.frames_written / Fraction(writer.seconds)
+    if declared and abs(average / declared - 1) <= Fraction(1, 200):
+        return declared
+    return average.limit_denominator(1000)
