@@ -161,9 +161,12 @@ def test_ext_jpeg_quality_and_skip_existing(tmp_path, ckpt, capsys):
     assert low.stat().st_size < (tmp_path / "hi" / "a_stylized_s.jpg").stat().st_size
     before = low.stat().st_mtime_ns
     capsys.readouterr()
-    assert _stylize(ckpt, tmp_path / "c", s, out, "--ext", "jpg", "--skip-existing") == 0
+    assert _stylize(ckpt, tmp_path / "c", s, out, "--ext", "jpg", "--jpeg-quality", "20", "--skip-existing") == 0
     assert "wrote 1 image " in capsys.readouterr().out and low.stat().st_mtime_ns == before
     assert (out / "b_stylized_s.jpg").exists()
+    # another quality makes another file: not skipped (issue 25, kind 6)
+    assert _stylize(ckpt, c, s, out, "--ext", "jpg", "--skip-existing") == 0
+    assert "wrote 1 image " in capsys.readouterr().out and low.stat().st_mtime_ns != before
 
 
 def test_several_styles_mixed_or_each_on_its_own(tmp_path, ckpt):

@@ -52,7 +52,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ext", default="png", choices=("png", "jpg"), help="output format (default png)")
     g.add_argument("--jpeg-quality", type=int, default=95, metavar="Q", help="JPEG quality 1-100 (default 95)")
     g.add_argument("--skip-existing", action="store_true",
-                   help="leave out pairs whose output exists (resume an interrupted run)")
+                   help="leave out pairs whose output exists and was made with these settings (resume an "
+                        "interrupted run); outputs made otherwise are made again")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -80,7 +81,9 @@ def run_options(args, device, **extra):
 
 def report_line(report, output, seconds: float) -> str:
     n, old = len(report.written), len(report.existing)
+    new = len(getattr(report, "replaced", ()))
     return (f"wrote {n} image{'s' * (n != 1)} to {output} in {seconds:.1f} s"
+            + (f" ({new} replacing outputs made with other settings)" if new else "")
             + (f"; {old} already there (skipped)" if old else "")
             + (f"; {len(report.failed)} pair(s) failed" if report.failed else ""))
 

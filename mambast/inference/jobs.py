@@ -11,14 +11,18 @@
   the workers decode exactly what the model will need.
 - Outputs go to a background writer thread: atomic writes (`mambast.fs`: temp file + rename, never a
   truncated file under the final name), PNG or JPEG. A write that fails skips that job; the run goes on.
+- Every output carries a stamp of what made it (provenance.py: model, input files' bytes, settings, seed).
 - Sharding (sharding.py): process `rank` of `world` takes jobs rank, rank + world, ...; `skip_existing`
-  leaves out jobs whose output exists (resume after a crash or preemption).
+  leaves out jobs whose output exists with the stamp this run would give it (resume after a crash or
+  preemption); an output made with other settings (or without a stamp) is made again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
+import glob
 import io
 import json
 import os
@@ -36,14 +40,15 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..fs import WriteError, atomic_write, atomic_write_bytes, atomic_write_text, ensure_dir
-from ..images import check_planned_size, image_size, load_image, load_resized, plan_size, to_pil, to_tensor
+from ..images import check_planned_size, image_size, load_resized, plan_size, to_pil, to_tensor
 from ..model import MambaST
 from ..model.mamba_st import pad_to_patches, padded_size
 from .colour import match_colour
 from .controls import Controls
 from .engine import DEFAULT_MAX_PIXELS, EncodedContent, Stylizer
+from .provenance import Stamper, read_stamp
 from .sharding import Dist
-from .size import fit_style
+from .size import fit_style, load_style, memory_guard
 from .worklist import EXTENSIONS, Job, check_ext, shard
 
 MANIFEST_FIELDS = ("content", "style", "output", "seed")
@@ -53,7 +58,8 @@ MANIFEST_FIELDS = ("content", "style", "output", "seed")
 class RunOptions:
     """How to run a work list. size/max_pixels/precision: as `Stylizer`; controls: as `Controls` (its seed is
     not used: each job has its own); batch_size: jobs per model call; workers: DataLoader processes (0: decode
-    in this process); ext/jpeg_quality: output format; skip_existing: leave out jobs whose output exists;
+    in this process); ext/jpeg_quality: output format; skip_existing: leave out jobs whose output exists and
+    was made with these settings (its stamp, see provenance.py; other outputs are made again);
     manifest: file name (in the output folder) of a CSV (`.csv`) or JSON-lines (`.jsonl`) manifest, or None;
     progress: a progress bar (rank 0 only); on_error(message): called for every skipped job."""
 
@@ -84,12 +90,14 @@ class RunOptions:
 
 @dataclass
 class JobReport:
-    """What a run did (all ranks together on rank 0): outputs written, jobs skipped because their output
-    existed, and (job description, reason) failures."""
+    """What a run did (all ranks together, on every rank): outputs written, jobs skipped because their output
+    existed with this run's stamp, outputs among `written` that replaced a file made with other settings
+    (or without a stamp) under skip_existing, and (job description, reason) failures."""
 
     written: list[Path] = field(default_factory=list)
     existing: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    replaced: list[Path] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -205,7 +213,9 @@ class _Loads(Dataset):
 
     def _style(self, path: Path, grid: tuple[int, int], content: Tensor | None = None) -> Tensor:
         """As `Stylizer.prepare_style`: the style brought to the padded grid (H, W) -> (3, H, W)."""
-        x = to_tensor(fit_style(load_image(path), grid[1], grid[0], self.controls.style_size))
+        style_size = self.controls.style_size
+        x = to_tensor(fit_style(load_style(path, style_size, self.max_pixels), grid[1], grid[0], style_size,
+                                self.max_pixels, str(path)))
         return x if content is None else match_colour(x, content)
 
 
@@ -215,7 +225,8 @@ def _identity(x):
 
 def _attempt(fn, *args):
     try:
-        return fn(*args)
+        with memory_guard(str(args[0])):  # a failed allocation is one line, skipping what needed it
+            return fn(*args)
     except UserError as e:
         return str(e)
 
@@ -227,8 +238,8 @@ class _Writer:
     """A background thread writing outputs atomically (PNG/JPEG) while the model computes the next batch."""
 
     def __init__(self, output_dir: Path, ext: str, jpeg_quality: int, fail: Callable[[Job, str], None],
-                 depth: int):
-        self.output_dir, self.format = output_dir, EXTENSIONS[ext]
+                 depth: int, stamper: Stamper):
+        self.output_dir, self.format, self.stamper = output_dir, EXTENSIONS[ext], stamper
         self.options = {"quality": jpeg_quality} if self.format == "JPEG" else {}
         self.fail, self.written = fail, []
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -249,7 +260,8 @@ class _Writer:
             try:
                 ensure_dir(target.parent)
                 pil = to_pil(image)
-                atomic_write(target, lambda f, pil=pil: pil.save(f, format=self.format, **self.options))
+                options = {**self.options, **self.stamper.stamp(job).save_options(self.format)}
+                atomic_write(target, lambda f, pil=pil, o=options: pil.save(f, format=self.format, **o))
                 self.written.append(job)
             except WriteError as e:
                 self.fail(job, str(e))
@@ -263,8 +275,9 @@ class _Writer:
 class _Runner:
     """One process's share: plans, loads, stylizes and writes its jobs."""
 
-    def __init__(self, model: MambaST, output_dir: Path, options: RunOptions, fail: Callable[[Job, str], None]):
-        self.options, self.output_dir, self.fail = options, output_dir, fail
+    def __init__(self, model: MambaST, output_dir: Path, options: RunOptions, fail: Callable[[Job, str], None],
+                 stamper: Stamper):
+        self.options, self.output_dir, self.fail, self.stamper = options, output_dir, fail, stamper
         self.engine = Stylizer(model, size=options.size, max_pixels=options.max_pixels,
                                precision=options.precision)
         self.contents: dict[Path, EncodedContent | str] = {}
@@ -287,7 +300,8 @@ class _Runner:
         loader = DataLoader(loads, batch_size=None, shuffle=False, num_workers=o.workers,
                             collate_fn=_identity, prefetch_factor=2 if o.workers else None,
                             persistent_workers=False)
-        writer = _Writer(self.output_dir, o.ext, o.jpeg_quality, self.fail, depth=2 * o.batch_size + 2)
+        writer = _Writer(self.output_dir, o.ext, o.jpeg_quality, self.fail, depth=2 * o.batch_size + 2,
+                         stamper=self.stamper)
         try:
             for batch, loaded in zip(batches, loader, strict=True):
                 self._batch(batch, loaded, writer)
@@ -323,8 +337,10 @@ class _Runner:
         slots = [torch.cat([t[i] for t in tokens]) for i in range(len(tokens[0]))]  # (B, H/p, W/p, C) each
         seeds = [job.seed for job, _ in ready] if controls.shuffle else None
         try:
-            out = engine.render(encoded, slots, controls, seeds=seeds).float().cpu()  # (B, 3, h|H, w|W)
-        except UserError as e:  # e.g. a mask that does not fit the number of styles
+            with memory_guard(f"{len(ready)} pair(s) at {batch.grid[1]} x {batch.grid[0]} px",
+                              "ask for a smaller size or batch size"):
+                out = engine.render(encoded, slots, controls, seeds=seeds).float().cpu()  # (B, 3, h|H, w|W)
+        except UserError as e:  # e.g. a mask that does not fit the number of styles, or memory
             for job, _ in ready:
                 self.fail(job, str(e))
             return
@@ -346,9 +362,14 @@ class _Runner:
         good = [(p, x.to(engine.device, engine.dtype)[None]) for p, x in loaded.items() if not isinstance(x, str)]
         self.contents.update({p: x for p, x in loaded.items() if isinstance(x, str)})
         if good:
-            padded = torch.cat([pad_to_patches(x, engine.patch) for _, x in good])  # (n, 3, H, W)
-            with engine.autocast():
-                tokens = engine.model.encode_content(padded)
+            try:
+                with memory_guard(f"{good[0][0]}" + (f" and {len(good) - 1} more" if len(good) > 1 else "")):
+                    padded = torch.cat([pad_to_patches(x, engine.patch) for _, x in good])  # (n, 3, H, W)
+                    with engine.autocast():
+                        tokens = engine.model.encode_content(padded)
+            except UserError as e:  # not enough memory: these contents' jobs fail with this line
+                self.contents.update({p: str(e) for p, _ in good})
+                return
             for i, (path, x) in enumerate(good):
                 self.contents[path] = EncodedContent(x, padded[i:i + 1], tokens[i:i + 1])
 
@@ -358,8 +379,14 @@ class _Runner:
         self.styles.update({k: x for k, x in loaded.items() if isinstance(x, str)})
         if good:
             engine = self.engine
-            with engine.autocast():
-                tokens = engine.model.encode_style(torch.stack([x for _, x in good]).to(engine.device, engine.dtype))
+            try:
+                with memory_guard(f"{len(good)} style(s) at {good[0][1].shape[-1]} x {good[0][1].shape[-2]} px"), \
+                        engine.autocast():
+                    x = torch.stack([x for _, x in good]).to(engine.device, engine.dtype)
+                    tokens = engine.model.encode_style(x)
+            except UserError as e:  # not enough memory: these styles' jobs fail with this line
+                self.styles.update({k: str(e) for k, _ in good})
+                return
             self.styles.update({k: tokens[i:i + 1] for i, (k, _) in enumerate(good)})
 
 
@@ -443,26 +470,46 @@ def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, option
             if job.index in refused:
                 fail(job, refused[job.index])
     mine = [j for j in shard(jobs, dist.rank, dist.world) if j.index not in refused]
-    there = {j.index for j in mine if options.skip_existing and (out / j.output).exists()}
-    existing = [j for j in mine if j.index in there]
-    todo = [j for j in mine if j.index not in there]
+    stamper = Stamper(model, options.size, options.controls, options.precision, EXTENSIONS[options.ext],
+                      options.jpeg_quality)
+    existing, stale = _kept_outputs(mine, out, stamper) if options.skip_existing else ([], set())
+    kept = {j.index for j in existing}
+    todo = [j for j in mine if j.index not in kept]
     bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=not options.progress or dist.rank != 0)
     with contextlib.closing(bar):
-        written = _Runner(model, out, options, fail).run(todo, bar)
+        written = _Runner(model, out, options, fail, stamper).run(todo, bar)
     done = sorted(written + existing, key=lambda j: j.index)
     if options.manifest:
         _write_rank_manifest(out, options.manifest, dist, done)
-    parts = dist.gather((failed, [j.index for j in written], [j.index for j in existing]))
+    parts = dist.gather((failed, [j.index for j in written], [j.index for j in existing],
+                         [j.index for j in written if j.index in stale]))
     report = JobReport()
     by_index = {j.index: j for j in jobs}
-    for part_failed, part_written, part_existing in parts:
+    for part_failed, part_written, part_existing, part_replaced in parts:
         report.failed += [(d, r) for _, d, r in sorted(part_failed)]
         report.written += [out / by_index[i].output for i in part_written]
         report.existing += [out / by_index[i].output for i in part_existing]
+        report.replaced += [out / by_index[i].output for i in part_replaced]
     if options.manifest and dist.rank == 0:
         _merge_manifests(out, options.manifest, dist.world)
     dist.barrier()
     return report
+
+
+def _kept_outputs(jobs: Sequence[Job], out: Path, stamper: Stamper) -> tuple[list[Job], set[int]]:
+    """skip_existing: (jobs whose output exists with the stamp this run would write, with the seed it records;
+    indices of jobs whose output exists but was made otherwise, or carries no stamp: made again)."""
+    kept, stale = [], set()
+    for job in jobs:
+        target = out / job.output
+        if not target.exists():
+            continue
+        found = read_stamp(target)
+        if stamper.matches(job, found):
+            kept.append(dataclasses.replace(job, seed=found.seed))
+        else:
+            stale.add(job.index)
+    return kept, stale
 
 
 def _manifest_rows(jobs: Sequence[Job]) -> list[dict]:
@@ -495,6 +542,6 @@ def _merge_manifests(out: Path, manifest: str, world: int) -> None:
         w.writerows(rows)
         text = buf.getvalue()
     atomic_write_text(out / manifest, text)
-    for rank in range(world):
+    for path in out.glob(f".{glob.escape(manifest)}.rank*.jsonl"):  # also those a larger killed run left
         with contextlib.suppress(OSError):
-            _rank_file(out, manifest, rank).unlink()
+            path.unlink()

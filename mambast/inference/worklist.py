@@ -33,7 +33,8 @@ NAMINGS = ("content", "content-style")
 class Job:
     """One output: `content` stylized with `styles` (one, or several mixed), written to `output` (relative to
     the output folder) with shuffle seed `seed` (None: no shuffle). `index`: position in the whole work list;
-    `content_name` / `style_names`: the inputs' names relative to their roots (for manifests and messages)."""
+    `content_name` / `style_names`: the inputs' names relative to their roots (for manifests and messages);
+    `seed_drawn`: the seed was drawn at random, not chosen (a resumed run accepts an output of any seed)."""
 
     index: int
     content: Path
@@ -42,6 +43,7 @@ class Job:
     seed: int | None
     content_name: str
     style_names: tuple[str, ...]
+    seed_drawn: bool = False
 
     def describe(self) -> str:
         """`content + style` as the user named them (for one-line messages)."""
@@ -88,9 +90,10 @@ def pair_jobs(contents: Sequence[Named], styles: Sequence[Named], ext: str = "pn
         for group in groups:
             label = "+".join(style_label(s.name) for s in group) + (mix_tag if mix else "")
             out = c.name.parent / f"{c.name.stem}{SEPARATOR}{label}.{ext}"
-            job_seed = None if not shuffle else seed if seed is not None else draw()
+            drawn = shuffle and seed is None
+            job_seed = None if not shuffle else draw() if drawn else seed
             jobs.append(Job(len(jobs), c.path, tuple(s.path for s in group), out, job_seed, c.name.as_posix(),
-                            tuple(s.name.as_posix() for s in group)))
+                            tuple(s.name.as_posix() for s in group), seed_drawn=drawn))
     return jobs
 
 
