@@ -7,6 +7,7 @@ import argparse
 
 from ..inference import Controls
 from ..inference.controls import COLOR_METHODS
+from ..inference.size import DEFAULT_MAX_PIXELS, check_style_size
 
 
 def add_control_arguments(p: argparse.ArgumentParser, mixing: bool = True, seed_default: str | None = None) -> None:
@@ -20,7 +21,8 @@ def add_control_arguments(p: argparse.ArgumentParser, mixing: bool = True, seed_
                         "content's chroma) or 'match' (recolour the style to the content's colours first)")
     g.add_argument("--style-size", type=int, default=None, metavar="N",
                    help="keep the style's aspect and texture scale: resize its short side to N px and tile it "
-                        "(default: stretch the style to the content's size, as the paper does)")
+                        "(default: stretch the style to the content's size, as the paper does); the resized "
+                        "style must fit the pixel limit (default 4096 x 4096 px, or --max-pixels)")
     if mixing:
         g.add_argument("--style-weights", type=float, nargs="+", default=None, metavar="W",
                        help="mix the --style images into one output with these weights (one per style)")
@@ -33,8 +35,12 @@ def add_control_arguments(p: argparse.ArgumentParser, mixing: bool = True, seed_
 
 
 def controls_from_args(args: argparse.Namespace) -> Controls:
-    """Controls from parsed flags (validated there: one-line UserError naming the field)."""
+    """Controls from parsed flags (validated there: one-line UserError naming the field). --style-size is also
+    checked against the pixel limit (--max-pixels where the command has it, else the default) before any work:
+    a style whose short side alone is that size cannot fit."""
     weights = getattr(args, "style_weights", None)
+    limit = getattr(args, "max_pixels", None)
+    check_style_size(args.style_size, DEFAULT_MAX_PIXELS if limit is None else max(limit, 0), name="--style-size")
     return Controls(alpha=args.alpha, style_weights=None if weights is None else tuple(weights),
                     preserve_color=args.preserve_color, style_size=args.style_size,
                     mask=getattr(args, "mask", None), shuffle=not args.no_shuffle, seed=args.seed)

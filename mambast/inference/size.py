@@ -129,11 +129,12 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def memory_guard(what: str) -> Iterator[None]:
-    """Turn a failed allocation inside the block into one ImageError line ("WHAT: not enough memory ...")."""
+def memory_guard(what: str, hint: str = "ask for a smaller size") -> Iterator[None]:
+    """Turn a failed allocation inside the block into one ImageError line ("WHAT: not enough memory (KIND);
+    HINT"); every other exception passes unchanged."""
     try:
         yield
     except Exception as e:
         if isinstance(e, UserError) or not is_out_of_memory(e):
             raise
-        raise ImageError(f"{what}: not enough memory ({type(e).__name__}); ask for a smaller size") from None
+        raise ImageError(f"{what}: not enough memory ({type(e).__name__}); {hint}") from None
