@@ -54,6 +54,32 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def remove_stale_temp_files(folder: str | Path, name: str = "*", recursive: bool = False) -> int:
+    """Delete the temp files (`temp_path`: `.NAME.PID.tmp`) that a killed writer (SIGKILL, power loss) left
+    beside the files named `name` (a glob pattern; escape a literal name with `glob.escape`) in `folder`, and
+    below it if `recursive`; only those whose process is gone (a live writer's are kept). -> how many."""
+    folder = Path(folder)
+    removed = 0
+    for tmp in (folder.rglob if recursive else folder.glob)(f".{name}.*.tmp"):
+        pid = tmp.name[: -len(".tmp")].rsplit(".", 1)[-1]
+        if pid.isdigit() and tmp.is_file() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (on this machine; one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """`with atomic_open(p) as f: f.write(...)`: the data appears at `p` only when the block ends without

@@ -16,7 +16,8 @@ def register(sub) -> None:
                     f"shuffle uses one seed (default {DEFAULT_SEED}) for the whole video; --stability adds a "
                     "flow-guided blend. "
                     "Needs pip install 'mambast[video]'.")
-    p.add_argument("input", metavar="INPUT", help="video file or folder of frames (sorted by name)")
+    p.add_argument("input", metavar="INPUT",
+                   help="video file or folder of frames (in natural name order: f2 before f10)")
     p.add_argument("--style", required=True, metavar="FILE", help="style image")
     p.add_argument("--output", required=True, metavar="OUT", help="output video (.mp4/.m4v/.mov/.mkv) or folder")
     p.add_argument("--size", type=int, default=512, metavar="N",
@@ -32,7 +33,8 @@ def register(sub) -> None:
                         "(default: the model bundled with the package)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write frames into a folder that is not empty (its old frame_*.png are removed first)")
+                   help="replace an existing output video, or write frames into a folder that is not empty (its "
+                        "old frame_*.png are removed first); without it both are refused")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_control_arguments(p, mixing=False)
     p.set_defaults(func=run)
@@ -46,6 +48,7 @@ def run(args) -> int:
     from ..inference import Stylizer
     from ..inference.size import check_size
     from ..io import load
+    from ..train.loop import _sigterm_as_interrupt as sigterm_as_interrupt
     from ..video.io import check_paths, is_video_path, parse_rate, require_av
     from .common import resolve_device
     from .controls import controls_from_args
@@ -69,9 +72,10 @@ def run(args) -> int:
     controls = controls_from_args(args)
     style = load_image(args.style)  # checked (one line naming the file) before the model loads
     model = load(args.checkpoint, device=resolve_device(args.device))
-    report = stylize_video(Stylizer(model, size=args.size or None), args.input, style, args.output, controls,
-                           batch_size=args.batch_size, stability=args.stability, rate=rate,
-                           progress=not args.quiet, overwrite=args.overwrite)
+    with sigterm_as_interrupt():  # kill, docker stop, systemd: like Ctrl-C, no temporary file is left
+        report = stylize_video(Stylizer(model, size=args.size or None), args.input, style, args.output, controls,
+                               batch_size=args.batch_size, stability=args.stability, rate=rate,
+                               progress=not args.quiet, overwrite=args.overwrite)
     fps = report.frames / report.seconds if report.seconds > 0 else float("nan")
     rate_text = ""
     if report.rate is not None and is_video_path(args.output):

@@ -13,6 +13,7 @@ Problems meant for users (missing, corrupt, audio-only, unsupported output) are 
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 import re
@@ -28,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from ..fs import atomic_open, atomic_write, ensure_dir
+from ..fs import atomic_open, atomic_write, ensure_dir, remove_stale_temp_files
 from ..images import list_images, load_image
 
 __all__ = ["VIDEO_FORMATS", "VideoError", "VideoInfo", "VideoReader", "VideoWriter", "FolderReader",
@@ -68,14 +69,18 @@ def check_paths(source: str | Path, output: str | Path, overwrite: bool = False,
                 overwrite_hint: str = "overwrite=True") -> None:
     """Refuse, before any work, an output that would destroy or feed back into the input (one-line VideoError):
     the output is the input (resolved paths, links and hard links included); an output frame folder that is a
-    frame-folder input, lies inside it (a later run would read the outputs as frames) or holds it; an output
-    frame folder that already holds files, unless `overwrite` (then its old frame_*.png go first)."""
+    frame-folder input, lies inside it (a later run would read the outputs as frames) or holds it. One rule for
+    what exists: an output video file that exists, or an output frame folder that already holds files, is
+    refused unless `overwrite` (then the video is replaced when the new one is complete; the folder's old
+    frame_*.png go first). `overwrite_hint` names the setting in the message."""
     source, output = Path(source).expanduser(), Path(output).expanduser()
     src, out = source.resolve(), output.resolve()
     if src == out or (source.exists() and output.exists() and os.path.samefile(source, output)):
         raise VideoError(f"{output}: the output is the input; choose another output")
-    if is_video_path(output) or (output.suffix and not output.is_dir()):
-        return  # a video file (or an unsupported type, refused later)
+    if is_video_path(output) or (output.suffix and not output.is_dir()):  # a video file (other types: later)
+        if output.exists() and not overwrite:
+            raise VideoError(f"{output}: exists; choose another output or pass {overwrite_hint} to replace it")
+        return
     if source.is_dir() and (src in out.parents or out in src.parents):
         where = "inside the input folder" if src in out.parents else "a folder holding the input"
         raise VideoError(f"{output}: the output frame folder is {where} {source}; choose a folder outside it")
@@ -412,7 +417,8 @@ class VideoWriter:
         self._first_dts: int | None = None
 
     def __enter__(self) -> VideoWriter:
-        ensure_dir(self.path.parent if str(self.path.parent) else ".")
+        folder = ensure_dir(self.path.parent if str(self.path.parent) else ".")
+        remove_stale_temp_files(folder, glob.escape(self.path.name))  # what a killed run (SIGKILL) left
         self._file_cm = atomic_open(self.path)
         f = self._file_cm.__enter__()
         try:
@@ -525,6 +531,7 @@ class FolderWriter:
 
     def __enter__(self) -> FolderWriter:
         ensure_dir(self.path)
+        remove_stale_temp_files(self.path, "frame_*.png")  # what a killed run (SIGKILL) left
         if self.overwrite:
             for old in self.path.glob("frame_*.png"):
                 if old.is_file() or old.is_symlink():
