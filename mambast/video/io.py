@@ -19,6 +19,7 @@ import os
 import re
 import struct
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -393,7 +394,8 @@ class VideoWriter:
     the last frame lasts its duration (the container's packet durations are set so, the MP4/MOV last sample
     included). `rate` is the frame rate declared to the encoder. yuv420p needs even sides: an odd width or
     height loses its last column/row. audio: an input audio stream to copy (its packets given to `mux_audio`,
-    not re-encoded, on the frames' timeline). The file appears at `path` only once complete (`mambast.fs`).
+    not re-encoded, on the frames' timeline; `mux_audio` may be called from another thread than `write`).
+    The file appears at `path` only once complete (`mambast.fs`).
     """
 
     def __init__(self, path: str | Path, rate: Fraction, width: int, height: int, audio=None, crf: int = 18,
@@ -415,6 +417,7 @@ class VideoWriter:
         self._durations: dict[int, int] = {}  # pts -> duration of the frames inside the encoder
         self._held = None  # the latest encoded packet: muxed when the next one comes, or last of all
         self._first_dts: int | None = None
+        self._lock = threading.Lock()  # audio is muxed from the decoding thread, video from the encoding one
 
     def __enter__(self) -> VideoWriter:
         folder = ensure_dir(self.path.parent if str(self.path.parent) else ".")
@@ -467,7 +470,9 @@ class VideoWriter:
         vf.pts, vf.time_base = pts, self.time_base
         self._last_pts, self.end = pts, pts + duration
         self._durations[pts] = duration
-        self._encoded(self._v.encode(vf))
+        with self._lock:
+            packets = self._v.encode(vf)
+        self._encoded(packets)
         self.frames_written += 1
 
     @property
@@ -488,7 +493,9 @@ class VideoWriter:
     def _finish(self) -> None:
         """Flush the encoder and mux the last packet. An MP4/MOV track lasts (last dts - first dts) + the last
         sample's duration (B-frames make dts lag pts), so that duration is set to end the picture at `end`."""
-        self._encoded(self._v.encode(None))
+        with self._lock:
+            packets = self._v.encode(None)
+        self._encoded(packets)
         p = self._held
         if p is not None:
             if self._fmt in ("mp4", "mov") and p.dts is not None and self._first_dts is not None:
@@ -504,7 +511,8 @@ class VideoWriter:
 
     def _mux(self, packets) -> None:
         try:
-            self._out.mux(packets)
+            with self._lock:
+                self._out.mux(packets)
         except self.av.error.FFmpegError as e:
             raise VideoError(f"{self.path}: cannot write ({_reason(e)})") from None
 

@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from ..errors import UserError
 from ..images import pixels_to_uint8, plan_size, to_tensor, unit_to_uint8
 from ..inference import Controls, Stylizer
 from .io import FolderReader, FolderWriter, VideoError, VideoReader, VideoWriter, check_paths, is_video_path, warn
+from .pipeline import background
 from .stabilise import Stabiliser
 
 __all__ = ["DEFAULT_SEED", "DEFAULT_STABILITY", "VideoReport", "stylize_frames", "stylize_video", "video_controls"]
@@ -73,28 +75,56 @@ def _same_size(frames: Iterable, start: int = 0) -> Iterator[np.ndarray]:
 
 
 def stylize_frames(stylizer: Stylizer, frames: Iterable[np.ndarray], style, controls: Controls | None = None,
-                   batch_size: int = 4, stability: float = DEFAULT_STABILITY) -> Iterator[np.ndarray]:
+                   batch_size: int = 4, stability: float = DEFAULT_STABILITY,
+                   overlap: bool = True) -> Iterator[np.ndarray]:
     """RGB frames (H, W, 3) uint8 (or floats in [0, 1]) -> stylized frames (h, w, 3) uint8 at the stylizer's
     working size, lazily, in order. Frames of another size than the first are resized to the first one's, with
     one warning line on stderr. style: a path or PIL image; controls: see `video_controls` (a fixed seed is
-    filled in). Errors: UserError naming frames[i] for another shape/dtype or floats outside [0, 1]."""
+    filled in). Errors: UserError naming frames[i] for another shape/dtype or floats outside [0, 1].
+
+    overlap: run the stages in threads (`pipeline.background`): reading `frames` and preparing batches, the
+    model, the flow blend, each while the consumer (an encoder) takes the previous outputs. The outputs are
+    the same either way; False runs everything in the caller's thread, one step after the other."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     controls = video_controls(controls)
-    stabiliser = Stabiliser(stability)
-    tokens, size = None, None
+
+    def stage(items: Iterator, depth: int, name: str) -> Iterator:
+        return background(items, depth, name) if overlap else items
+
+    batches = stage(_prepared(stylizer, frames, batch_size), 2, "mambast-video-read")
+    outputs = stage(_stylized(stylizer, batches, style, controls), 2, "mambast-video-model")
+    yield from stage(_blended(outputs, stability), 2 * batch_size, "mambast-video-blend")
+
+
+def _prepared(stylizer: Stylizer, frames: Iterable, batch_size: int) -> Iterator[tuple[list[np.ndarray], Tensor]]:
+    """Batches of (input frames at the working size (h, w, 3) uint8, the same as a (B, 3, h, w) tensor in
+    [0, 1]); every frame at the first one's working size."""
+    size = None
     for batch in _batches(_same_size(frames), batch_size):
         images = [stylizer.prepare_content(Image.fromarray(f)) for f in batch]
         size = size or images[0].size
         images = [im if im.size == size else im.resize(size, Image.LANCZOS) for im in images]
-        x = torch.stack([to_tensor(im) for im in images])  # (B, 3, h, w) in [0, 1]
+        yield [np.asarray(im) for im in images], torch.stack([to_tensor(im) for im in images])
+
+
+def _stylized(stylizer: Stylizer, batches: Iterable, style, controls: Controls) -> Iterator:
+    """(input frames, stylized (B, h, w, 3) float32 in [0, 1]) per batch: the style encoded once, on the first
+    frame's grid, one shuffle permutation for all."""
+    tokens = None
+    for images, x in batches:
         if tokens is None:
-            tokens = stylizer.style_tokens(style, stylizer.grid(*size), controls, x[0])
-        out = stylizer.render(stylizer.encode_content(x), [tokens], controls)  # (B, 3, h, w), one permutation
-        out = out.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()  # (B, h, w, 3)
+            tokens = stylizer.style_tokens(style, stylizer.grid(x.shape[-1], x.shape[-2]), controls, x[0])
+        out = stylizer.render(stylizer.encode_content(x), [tokens], controls)  # (B, 3, h, w)
+        yield images, out.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _blended(outputs: Iterable, stability: float) -> Iterator[np.ndarray]:
+    """Each stylized frame through the flow blend (in order), as (h, w, 3) uint8."""
+    stabiliser = Stabiliser(stability)
+    for images, out in outputs:
         for image, o in zip(images, out, strict=True):
-            o = stabiliser(np.asarray(image), o)
-            yield unit_to_uint8(o)
+            yield unit_to_uint8(stabiliser(image, o))
 
 
 @dataclass
@@ -116,14 +146,18 @@ class VideoReport:
 
 def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | Path,
                   controls: Controls | None = None, batch_size: int = 4, stability: float = DEFAULT_STABILITY,
-                  rate: Fraction | None = None, progress: bool = True, overwrite: bool = False) -> VideoReport:
-    """Stylize a video file or a folder of frames into a video file (.mp4/.m4v/.mov/.mkv: H.264 at the source's
-    exact frame rate, audio copied) or a folder of PNG frames.
+                  rate: Fraction | None = None, progress: bool = True, overwrite: bool = False,
+                  overlap: bool = True) -> VideoReport:
+    """Stylize a video file or a folder of frames into a video file (.mp4/.m4v/.mov/.mkv: H.264, every frame
+    at its source time, audio copied in sync; see `VideoWriter`) or a folder of PNG frames. A video is read as
+    it displays (`VideoReader`: rotation, mirror and non-square pixels applied) and written upright.
 
-    rate: frames/s of a frame-folder source (needed only for a video output; default 25). overwrite: write into
-    a frame folder that already holds files (its old frame_*.png are removed first). Errors: one-line
-    VideoError / ImageError (missing, corrupt, audio-only, unwritable output; refused before any work: the
-    output is the input, an output frame folder inside/holding the input folder or not empty).
+    rate: frames/s of a frame-folder source (needed only for a video output; default 25). overwrite: replace
+    an existing output video, or write into a frame folder that already holds files (its old frame_*.png are
+    removed first); without it both are refused. overlap: decode, model, flow blend and encode in overlapping
+    threads (`stylize_frames`; same output). Errors: one-line VideoError / ImageError (missing, corrupt,
+    audio-only, unwritable output; refused before any work: the output is the input, an output frame folder
+    inside/holding the input folder, an output that exists without overwrite).
     """
     from tqdm.auto import tqdm
 
@@ -150,7 +184,7 @@ def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | P
                     times.append((f.pts, f.duration))
                     yield f.image
 
-            for frame in stylize_frames(stylizer, images(), style, controls, batch_size, stability):
+            for frame in stylize_frames(stylizer, images(), style, controls, batch_size, stability, overlap):
                 writer.write(frame, *times.popleft())
                 bar.update(1)
     seconds = time.perf_counter() - start
