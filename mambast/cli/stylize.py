@@ -37,8 +37,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse a content whose planned size is over N pixels (default 4096 x 4096; 0: no limit)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default; under torchrun: one "
                                                     "GPU per process)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="fp32 (default), or bf16/fp16 autocast (CUDA; CPUs with BF16/AMX); the scan stays fp32")
+    from ..inference.precision import DEFAULT_PRECISION, PRECISION_HELP, PRECISIONS
+
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS, help=PRECISION_HELP)
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,8 +4,11 @@ A thin wrapper over the inference engine (`mambast.inference.Stylizer`); folder 
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from PIL import Image
@@ -14,35 +17,65 @@ from ..model import MambaST
 from .controls import Controls
 from .engine import ImageLike, Stylizer, draw_seed
 from .naming import output_name
+from .precision import DEFAULT_PRECISION
 
-__all__ = ["stylize", "stylize_pairs", "StylizeReport", "output_name"]
+__all__ = ["stylize", "stylize_pairs", "StylizeReport", "output_name", "cached_engine"]
+
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {settings: Stylizer}
+_ENGINES_LOCK = threading.Lock()
 
 
 def stylize(model: MambaST | None, content: ImageLike, style: ImageLike | Sequence[ImageLike], size: int | None = 512,
             seed: int | None = None, shuffle: bool = True, *, alpha: float = 1.0,
             style_weights: Sequence[float] | None = None, preserve_color: str | None = None,
             style_size: int | None = None, mask: ImageLike | None = None,
-            max_pixels: int | None = None, precision: str = "fp32") -> Image.Image:
+            max_pixels: int | None = None, precision: str = DEFAULT_PRECISION) -> Image.Image:
     """Stylize one content; returns an RGB PIL image of the (resized) content's size.
 
-    model: a MambaST, or None for the bundled default model (`mambast.load(None)`, loaded on each call: keep
-    a model, or a `Stylizer`, for many calls). content, style, mask: file paths, PIL images or numpy arrays
-    (`mambast.images.as_rgb`). size: the content's short side in px (0/None: its own size).
+    model: a MambaST, or None for the bundled default model (`mambast.load(None)`, loaded once per process).
+    Calls with the same model and settings share one engine (`cached_engine`: its style encodings and fast
+    paths), so repeated calls cost what calls of a reused `Stylizer` cost. content, style, mask: file paths,
+    PIL images or numpy arrays (`mambast.images.as_rgb`). size: the content's short side in px (0/None: its
+    own size).
 
     style: one image, or several mixed by `style_weights` or spread over the regions of `mask`. Controls:
     see `mambast.inference.Controls` (alpha, style_weights, preserve_color, style_size, mask, shuffle, seed).
     max_pixels: refuse a planned content size above this (None: the engine's default limit).
-    precision: "fp32", "bf16" or "fp16" (autocast; the scan stays float32).
+    precision: "auto" (default: bf16 for the bundled model where the device has native bf16, else fp32),
+    "fp32", "bf16" or "fp16" (autocast; the scan stays float32): mambast.inference.precision.
     """
     controls = Controls(alpha=alpha, style_weights=None if style_weights is None else tuple(style_weights),
                         preserve_color=preserve_color, style_size=style_size, mask=mask, shuffle=shuffle,
                         seed=seed)
-    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
-    if model is None:
-        from ..io import load
+    engine = cached_engine(bundled_model() if model is None else model, max_pixels, precision)
+    return engine.stylize(content, style, controls, size=size)
 
-        model = load(None)
-    return Stylizer(model, size=size, precision=precision, **kwargs).stylize(content, style, controls)
+
+@cache
+def bundled_model() -> MambaST:
+    """The bundled default model (`mambast.load(None)`), loaded on first use and kept for the process."""
+    from ..io import load
+
+    return load(None)
+
+
+def cached_engine(model: MambaST, max_pixels: int | None = None, precision: str = DEFAULT_PRECISION) -> Stylizer:
+    """The `Stylizer` that `mambast.stylize` runs `model` with: one per (model, max_pixels, precision, the
+    model's device and dtype), built on first use and then reused. The cache refers to the model weakly (the
+    engine holds a weakref proxy), so it never keeps a model alive; its entry goes when the model does. The
+    model is put in eval mode at every call (as a new Stylizer would). max_pixels None: the engine's default."""
+    param = next(model.parameters())
+    key = (max_pixels, precision, param.device, param.dtype)
+    with _ENGINES_LOCK:
+        engines = _ENGINES.setdefault(model, {})
+        engine = engines.get(key)
+        if engine is None:
+            kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+            engine = Stylizer(model, size=None, precision=precision, **kwargs)
+            engine.model = weakref.proxy(model)
+            engines[key] = engine
+    model.eval()
+    return engine
 
 
 @dataclass

@@ -18,13 +18,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..errors import UserError
 from ..images import as_rgb, load_image, to_pil, to_tensor
 from ..model import MambaST
 from ..model.mamba_st import pad_to_patches
 from .colour import keep_content_chroma, match_colour
 from .controls import Controls
+from .fast_decoder import FastDecoder
 from .masks import mask_labels, region_weights
+from .precision import DEFAULT_PRECISION, PRECISIONS, resolve_precision  # noqa: F401 - PRECISIONS re-exported
+from .precision import autocast as precision_autocast
 from .size import (
     DEFAULT_MAX_PIXELS,
     check_max_pixels,
@@ -38,7 +40,6 @@ from .size import (
 from .values import check_seed
 
 ImageLike = Image.Image | np.ndarray | str | Path  # a file path, or an in-memory image (mambast.images.as_rgb)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _is_path(image: ImageLike) -> bool:
@@ -95,29 +96,32 @@ class Stylizer:
     model: a MambaST (eval mode is set); size: short side of the content in px (0/None: kept); max_pixels:
     refuse a planned content or style size above this many pixels (None/0: no limit); style_cache: how many
     style encodings to keep (keyed by the style's content, never by its path or object: `style_tokens`);
-    precision: "fp32", or "bf16"/"fp16": the whole model under torch.autocast (on CUDA, and on CPUs with
-    BF16/AMX support), the selective scan's inputs and state kept in float32.
+    precision: one of PRECISIONS (mambast.inference.precision): "auto" (default: bf16 for the bundled model
+    on devices with native bf16, else fp32), "fp32", or "bf16"/"fp16": the whole model under torch.autocast
+    (on CUDA, and on CPUs with BF16/AMX support), the selective scan's inputs and state kept in float32, the
+    CNN decoder's upsampling convs in their faster phase form (fast_decoder.py). `self.precision` is the
+    concrete one "auto" resolved to. fp32 runs the model's own layers: the same numbers as `model(...)`.
     """
 
     def __init__(self, model: MambaST, size: int | None = 512, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 style_cache: int = 16, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
-        self.model = model.eval()
-        self.patch = model.config.patch_size
-        self.size, self.max_pixels = check_size(size, self.patch), check_max_pixels(max_pixels)
+                 style_cache: int = 16, precision: str = DEFAULT_PRECISION):
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self.precision = resolve_precision(precision, self.device, model.config)
+        self.model = model.eval()
+        self.decoder = model.cnn_decoder if self.precision == "fp32" else FastDecoder(model.cnn_decoder)
+        self.patch = model.config.patch_size
+        self.size, self.max_pixels = check_size(size, self.patch), check_max_pixels(max_pixels)
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = style_cache
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The precision context every model call of the engine runs in (a no-op for fp32)."""
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return precision_autocast(self.precision, self.device)
+
+    def decode(self, fused: Tensor) -> Tensor:
+        """The CNN decoder in the engine's form: fused tokens (B, H, W, C) -> raw image (B, 3, H p, W p)."""
+        return self.decoder(fused.permute(0, 3, 1, 2))
 
     # ----- preparing inputs (PIL, size policy) --------------------------------------------------------------
     def prepare_content(self, content: ImageLike, size: int | None | object = _ENGINE_SIZE) -> Image.Image:
@@ -245,7 +249,7 @@ class Stylizer:
         if controls.alpha < 1:
             identity = fuse(model.encode_style(content.padded))
             fused = identity if fused is None else controls.alpha * fused + (1 - controls.alpha) * identity
-        return model.decode(fused)[..., :h, :w]
+        return self.decode(fused)[..., :h, :w]
 
     def stylize_tensor(self, content: Tensor, styles: Sequence[Tensor], controls: Controls | None = None,
                        seeds: Sequence[int] | None = None, mask: ImageLike | None = None) -> Tensor:

@@ -66,7 +66,7 @@ class RunOptions:
     size: int | None = 512
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     controls: Controls = field(default_factory=Controls)
-    precision: str = "fp32"
+    precision: str = "auto"
     batch_size: int = 1
     workers: int = 0
     ext: str = "png"

@@ -8,6 +8,7 @@ every layer is local, so a tile with a halo of the decoder's receptive radius gi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -43,18 +44,20 @@ class CNNDecoder(nn.Sequential):
     def __init__(self, d_model: int = 512, channels: tuple[int, ...] = (256, 128, 64)):
         super().__init__(*cnn_decoder_layers(d_model, tuple(channels)))
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, layers: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """(B, C, H, W) -> (B, 3, H * s, W * s); in tiles when the whole map exceeds the memory budget at
-        inference."""
+        inference. layers: what computes the decoder on a whole map or a tile (default: the layers in order;
+        the inference engine passes an equivalent faster form, mambast.inference.fast_decoder)."""
         batch, _, H, W = tokens.shape
         halo, bytes_per_token = self.receptive_halo(), self.bytes_per_token()
         tile = None if torch.is_grad_enabled() else decoder_tile(H, W, batch, bytes_per_token, halo,
                                                                  self.memory_budget)
         if tile is None or (tile >= H and tile >= W):
-            return super().forward(tokens)
-        return self.forward_tiles(tokens, tile, halo)
+            return (layers or super().forward)(tokens)
+        return self.forward_tiles(tokens, tile, halo, layers)
 
-    def forward_tiles(self, tokens: Tensor, tile: int, halo: int) -> Tensor:
+    def forward_tiles(self, tokens: Tensor, tile: int, halo: int,
+                      layers: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """The decoder on tile x tile token windows, each read with `halo` tokens of context per side (at least
         the receptive radius: the pixels then equal the whole-map pass's) and cropped to its core."""
         batch, _, H, W = tokens.shape
@@ -64,7 +67,7 @@ class CNNDecoder(nn.Sequential):
             for j in range(0, W, tile):
                 i0, j0 = max(i - halo, 0), max(j - halo, 0)
                 i1, j1 = min(i + tile + halo, H), min(j + tile + halo, W)
-                piece = super().forward(tokens[:, :, i0:i1, j0:j1])  # (B, 3, (i1 - i0) s, (j1 - j0) s)
+                piece = (layers or super().forward)(tokens[:, :, i0:i1, j0:j1])  # (B, 3, (i1 - i0) s, (j1 - j0) s)
                 if out is None:
                     out = piece.new_empty(batch, piece.shape[1], H * scale, W * scale)
                 core = piece[:, :, (i - i0) * scale:(min(i + tile, H) - i0) * scale,
