@@ -97,16 +97,29 @@ def distill(args: argparse.Namespace) -> int:
             from mambast.train.widen import widened_config
 
             model = widened_config(model)
+        if grow_args(args):
+            from mambast.train.widen import grown_config
+
+            model = grown_config(model, **{k: v for k, v in grow_args(args).items() if k != "noise"})
         model = model.to_dict()
     elif args.init_from:  # a distillation run folder
         model = json.loads((args.init_from / "config.json").read_text())["model"]
     cfg = DistillConfig(model=model, cache_dir=str(args.cache), vgg=str(args.vgg),
                         init_from=str(args.init_from) if args.init_from else None, widen_noise=args.widen,
+                        grow=grow_args(args) or None,
                         crop=args.crop,
                         batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, lr_decay_to=args.lr_decay_to,
                         max_iter=args.max_iter, weights=weights, threads=args.threads, seed=args.seed)
     print(run_distill(cfg, args.run_dir))
     return 0
+
+
+def grow_args(args: argparse.Namespace) -> dict:
+    """--grow-* flags -> mambast.train.widen.grow keyword arguments (noise: --grow-noise); {} when none."""
+    kw = {"d_state": args.grow_d_state, "double_inner": args.grow_inner or None,
+          "layers": tuple(args.grow_layers) if args.grow_layers else None, "double_cnn": args.grow_cnn or None}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    return kw | {"noise": args.grow_noise} if kw else {}
 
 
 def phases(run_dir: Path) -> list[dict]:
@@ -129,7 +142,8 @@ def distill_phases(run_dir: Path) -> list[dict]:
     last = sorted(run_dir.glob("ckpt_*.pt"))[-1]
     phase = {"run": run_dir.name, "steps": int(last.stem.split("_")[-1]),
              **{k: config[k] for k in ("crop", "batch_size", "lr", "warmup", "lr_decay_to", "weights", "seed")},
-             "cache": Path(config["cache_dir"]).name, "widen_noise": config.get("widen_noise")}
+             "cache": Path(config["cache_dir"]).name, "widen_noise": config.get("widen_noise"),
+             "grow": config.get("grow")}
     parent = Path(config["init_from"]) if config.get("init_from") else None
     if parent is None:
         return [phase]
@@ -205,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--widen", type=float, metavar="NOISE",
                    help="start from --init-from (a weights file) doubled in width (Net2Net, mambast.train.widen), "
                         "copies perturbed by NOISE x each tensor's std")
+    d.add_argument("--grow-d-state", type=int, metavar="N", help="grow --init-from (a weights file): d_state N")
+    d.add_argument("--grow-inner", action="store_true", help="grow: 2 x expand (SS2D interior duplicated)")
+    d.add_argument("--grow-layers", type=int, nargs=3, metavar=("CONTENT", "STYLE", "DECODER"),
+                   help="grow: block counts (new blocks start as the identity)")
+    d.add_argument("--grow-cnn", action="store_true", help="grow: 2 x every CNN decoder width")
+    d.add_argument("--grow-noise", type=float, default=0.01,
+                   help="grow: symmetry-breaking noise on duplicated tensors, x each tensor's std")
     d.add_argument("--crop", type=int, default=128)
     d.add_argument("--batch-size", type=int, default=4)
     d.add_argument("--lr", type=float, default=3e-4)

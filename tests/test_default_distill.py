@@ -111,3 +111,38 @@ def test_style_colour_jitter_range():
 
     narrow, wide = hue_shifts(0.1), hue_shifts(0.5)
     assert narrow.max() <= 0.1 + 0.02 and wide.max() > 0.4
+
+
+def test_prefetched_batches_train_the_same_weights(tmp_path):
+    """The background worker (next step's crops and teacher features made while the step trains) changes only
+    when they are computed: the weights equal those of the inline run."""
+    from dataclasses import replace
+
+    _cache(tmp_path / "cache")
+    vgg = load_vgg(None, allow_random=True)
+    cfg = replace(_cfg(tmp_path / "cache", 3), weights={"pixel": 1.0, "feature": 0.1, "teacher_style": 0.1})
+    train(replace(cfg, prefetch=False), tmp_path / "inline", vgg=vgg)
+    train(replace(cfg, prefetch=True), tmp_path / "prefetch", vgg=vgg)
+    a, b = load_student(tmp_path / "inline"), load_student(tmp_path / "prefetch")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=name)
+
+
+def test_teacher_features_computed_ahead_equal_the_inline_ones():
+    """distill_terms with t_feats from teacher_features (in fp32 and under bf16 autocast) = computing them inside."""
+    from mambast.model import MambaST
+    from mambast.train.distill import distill_terms, teacher_features
+
+    torch.manual_seed(0)
+    vgg = load_vgg(None, allow_random=True)
+    model = MambaST(TINY).eval()
+    c, s, t = torch.rand(3, 2, 3, 32, 32).unbind(0)
+    for amp in (False, True):
+        with torch.no_grad():
+            feats = teacher_features(vgg, t, True, amp)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                inline = distill_terms(model, vgg, c, s, t, torch.Generator().manual_seed(3), False, True)
+                ahead = distill_terms(model, vgg, c, s, t, torch.Generator().manual_seed(3), False, True, feats)
+        assert len(feats) == 4 and (feats[0].dtype == torch.bfloat16) == amp
+        for k in inline:
+            torch.testing.assert_close(ahead[k], inline[k], rtol=1e-5, atol=1e-6)

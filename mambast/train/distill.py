@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -173,6 +174,7 @@ class DistillConfig:
     vgg: str = ""
     init_from: str | None = None
     widen_noise: float | None = None  # set: init_from is doubled in width first (train/widen.py), this noise
+    grow: dict | None = None  # set: init_from is grown first (train/widen.grow's keyword arguments)
     crop: int = 128
     batch_size: int = 4
     lr: float = 3e-4
@@ -181,6 +183,7 @@ class DistillConfig:
     max_iter: int = 10_000
     weights: dict = field(default_factory=lambda: {"pixel": 1.0, "feature": 0.1, "content": 0.0, "style": 0.0})
     amp_bf16: bool = True
+    prefetch: bool = True  # the next step's crops and teacher features are made in a background thread
     seed: int = 0
     threads: int = 2
     save_every: int = 100
@@ -202,19 +205,29 @@ def batch_at(cache: dict[str, Tensor], step: int, cfg: DistillConfig) -> tuple[T
     return tuple(torch.stack(v).float() / 255.0 for v in (crops_c, crops_s, crops_t))
 
 
+def teacher_features(vgg, teacher: Tensor, teacher_style: bool, amp_bf16: bool) -> list[Tensor]:
+    """The loss network's features of the teacher's output (B, 3, H, W) in [0, 1], relu1_1..relu3_1 (..relu4_1
+    with teacher_style), without autograd, under the training's bf16 autocast when amp_bf16 (the values
+    distill_terms would compute itself)."""
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp_bf16):
+        return vgg.encode(teacher, "relu4_1" if teacher_style else "relu3_1")
+
+
 def distill_terms(model: MambaST, vgg, content: Tensor, style: Tensor, teacher: Tensor,
                   generator: torch.Generator, paper_terms: bool = True,
-                  teacher_style: bool = False) -> dict[str, Tensor]:
+                  teacher_style: bool = False, t_feats: list[Tensor] | None = None) -> dict[str, Tensor]:
     """Unweighted terms {"pixel", "feature"(, "teacher_style")(, "content", "style")} for one batch (all
     (B, 3, H, W) in [0, 1]).
 
     paper_terms=False skips the content and style terms (and the VGG passes past relu3_1/relu4_1 they need);
-    teacher_style adds the mean-std match of relu1_1..relu4_1 to the teacher's output."""
+    teacher_style adds the mean-std match of relu1_1..relu4_1 to the teacher's output. t_feats: the teacher's
+    features if already computed (teacher_features), else computed here."""
     out = model(content, style, generator=generator)
     last_t = "relu4_1" if teacher_style else "relu3_1"
     o_feats = vgg.encode(out, "relu5_1" if paper_terms else last_t)
-    with torch.no_grad():
-        t_feats = vgg.encode(teacher, last_t)
+    if t_feats is None:
+        with torch.no_grad():
+            t_feats = vgg.encode(teacher, last_t)
     terms = {"pixel": F.l1_loss(out.float(), teacher), "feature": feature_loss(o_feats[:3], t_feats[:3])}
     if teacher_style:
         terms["teacher_style"] = style_loss(o_feats[:4], t_feats)
@@ -272,6 +285,10 @@ def train(cfg: DistillConfig, run_dir: Path, vgg=None) -> Path:
             from .widen import widen
 
             source = widen(source.float(), cfg.widen_noise, torch.Generator().manual_seed(cfg.seed))
+        if cfg.grow:
+            from .widen import grow
+
+            source = grow(source.float(), **cfg.grow, generator=torch.Generator().manual_seed(cfg.seed))
         model.load_state_dict(source.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
@@ -285,15 +302,25 @@ def train(cfg: DistillConfig, run_dir: Path, vgg=None) -> Path:
     cache = load_cache(Path(cfg.cache_dir))
     log = (run_dir / "metrics.jsonl").open("a")
     window, t0 = [], time.time()
+    teacher_style = bool(cfg.weights.get("teacher_style"))
+
+    def prepare(at: int) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:  # step `at`'s crops + teacher features
+        content, style, teacher = batch_at(cache, at, cfg)
+        return content, style, teacher, teacher_features(vgg, teacher, teacher_style, cfg.amp_bf16)
+
+    worker = ThreadPoolExecutor(1) if cfg.prefetch else None
+    upcoming = worker.submit(prepare, step) if worker else None
     while step < cfg.max_iter:
-        content, style, teacher = batch_at(cache, step, cfg)
+        content, style, teacher, t_feats = upcoming.result() if worker else prepare(step)
+        if worker and step + 1 < cfg.max_iter:
+            upcoming = worker.submit(prepare, step + 1)  # runs while this step trains
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp_bf16):
             terms = distill_terms(model, vgg, content, style, teacher, gen,
                                   paper_terms=bool(cfg.weights.get("content") or cfg.weights.get("style")),
-                                  teacher_style=bool(cfg.weights.get("teacher_style")))
+                                  teacher_style=teacher_style, t_feats=t_feats)
         loss = sum(cfg.weights[k] * v.float() for k, v in terms.items() if cfg.weights.get(k))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -313,6 +340,8 @@ def train(cfg: DistillConfig, run_dir: Path, vgg=None) -> Path:
             atomic_write(path, lambda f, s=state: torch.save(s, f))
             for old in sorted(run_dir.glob("ckpt_*.pt"))[:-2]:
                 old.unlink()
+    if worker:
+        worker.shutdown()
     return _latest(run_dir)
 
 
