@@ -178,6 +178,18 @@ def test_streams_starting_late_keep_their_offset_and_start_at_zero(tmp_path, sty
     _, t_out, _, _ = _same_timing(late, tmp_path / "late_out.mp4", 1 / 25)
 
 
+@pytest.mark.parametrize("name, fmt, codec", [("raw.h264", "h264", "libx264"), ("old.avi", "avi", "mpeg4")])
+def test_streams_without_timestamps_or_with_coarse_ones(tmp_path, style, ckpt, name, fmt, codec):
+    """A raw H.264 stream has no timestamps (its frames' durations come from the stream's timing info, 0.1 s,
+    while the demuxer guesses 25 fps); an AVI counts in whole frames (time base 1/10 s)."""
+    times = [i / 10 for i in range(5)]
+    src = make_timed_clip(tmp_path / name, times, 0.5, Fraction(1, 10), codec=codec, rate=10, fmt=fmt, audio=False)
+    out = tmp_path / "out.mp4"
+    _run(src, out, style, ckpt)
+    t_out, end, _ = timeline(out)
+    assert np.allclose(t_out, times, atol=1e-3) and end == pytest.approx(0.5, abs=1e-3)
+
+
 def test_constant_rate_stays_exact(tmp_path, style, ckpt):
     """30000/1001 in, 30000/1001 out: every frame at i * 1001/30000 s exactly (the MP4's time scale)."""
     rate = Fraction(30000, 1001)

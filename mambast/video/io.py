@@ -1,9 +1,11 @@
 """Video and frame-folder input/output (PyAV, optional extra `mambast[video]`).
 
-Reading: `VideoReader(path)` decodes the first video stream to RGB frames (H, W, 3) uint8 and hands the
-packets of the first audio stream, untouched, to a callback; `FolderReader(path)` reads an image sequence
-(natural name order, `mambast.images`). Writing: `VideoWriter` encodes H.264 (yuv420p, CRF 18) at an exact rational
-frame rate (30000/1001 stays 30000/1001: frame i has pts i in a 1/rate time base) and muxes the copied audio
+Reading: `VideoReader(path)` decodes the first video stream to RGB frames (H, W, 3) uint8 as players show
+them (display matrix and non-square pixels applied), each with its presentation time and duration from its own
+timestamps (not the rate the container declares), and hands the packets of the first audio stream, untouched
+but for a common start offset, to a callback; `FolderReader(path)` reads an image sequence (natural name order,
+`mambast.images`). Writing: `VideoWriter` encodes H.264 (yuv420p, CRF 18) with the given timestamps in the
+given time base (by default an exact rational rate: 30000/1001 stays 30000/1001) and muxes the copied audio
 packets without re-encoding; `FolderWriter` writes numbered PNG frames. Every file goes through `mambast.fs`
 (the video is written to a temporary file and renamed when complete).
 
@@ -260,21 +262,23 @@ class VideoReader:
     def timed_frames(self, on_audio: Callable | None = None) -> Iterator[TimedFrame]:
         """Decode every frame -> `TimedFrame`s (one frame behind the decoder: a duration is the gap to the next
         frame's pts; the last frame's runs to the stream's end, else its own declared duration). pts are the
-        frames' own, minus `origin()`, in `info.time_base` ticks, strictly increasing (a frame without a
-        timestamp, or with one not after its predecessor's, is put one nominal frame or one tick after it, with
-        one warning)."""
+        frames' own, minus `origin()`, in `info.time_base` ticks, strictly increasing: a frame without a
+        timestamp (a raw H.264 stream) is put one frame after its predecessor (the predecessor's own duration,
+        else 1 / info.rate); one whose timestamp is not after its predecessor's (a reset, a broken file) too,
+        with one warning."""
         tb, origin = self.info.time_base, self.origin()
         shift = round(origin / tb)
         step = max(1, round(1 / (self.info.rate * tb))) if self.info.rate else 1
         held, last_pts, warned = None, None, False
-        for frame in self._decoded(self._shifted(on_audio, origin)):
-            pts = frame.pts if frame.pts is not None else (last_pts + step if last_pts is not None else shift)
-            if last_pts is not None and pts <= last_pts:
+        for count, frame in enumerate(self._decoded(self._shifted(on_audio, origin))):
+            after = None if held is None else last_pts + (held[2] if held[2] and held[2] > 0 else step)
+            pts = frame.pts if frame.pts is not None else (after if after is not None else shift)
+            if after is not None and pts <= last_pts:
                 if not warned:
                     warned = True
-                    warn(f"{self.path}: frame timestamps that do not increase; such frames are put one tick "
-                         "after the one before")
-                pts = last_pts + 1
+                    warn(f"{self.path}: frame timestamps that do not increase (first at frame {count}); such "
+                         "frames are put one frame after the one before")
+                pts = after
             if held is not None:
                 yield TimedFrame(held[0], held[1] - shift, pts - held[1])
             held, last_pts = (self._picture(frame), pts, frame.duration), pts
