@@ -4,8 +4,13 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import time
 import zlib
 
 import numpy as np
@@ -190,3 +195,112 @@ def test_cli_busy_port_is_one_line(capsys):
         assert main(["ui", "--port", str(port), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"mambast: error: ui: cannot serve on 127.0.0.1:{port}") and err.count("\n") == 1
+
+
+# ----- issue 25: sizes a user types are checked before anything is allocated, a failed allocation is one line
+# and the server lives on (kind 5); SIGTERM cleans up like Ctrl-C, a killed server's folders go at the next
+# start (kind 10)
+
+
+def test_style_size_over_the_limit_is_one_line_before_reading(session, tmp_path):
+    message = _message(session, [CONTENT, STYLE], style_size=60000)
+    assert message == ("style size 60000 px: planned size 60000 x 60000 px (3600.0 MP) is over the limit of "
+                       "2.0 MP (max_pixels); ask for a smaller size or raise the limit")
+    Image.new("RGB", (200, 100)).save(tmp_path / "wide.png")
+    message = _message(session, [CONTENT, str(tmp_path / "wide.png")], style_size=1200)  # a square would fit
+    assert message.startswith("wide.png: planned size 2400 x 1200 px (2.9 MP) is over the limit of 2.0 MP")
+    assert _message(session, [CONTENT, STYLE], alpha=None).startswith("alpha must be a number in [0, 1], got None")
+    assert session.run(CONTENT, [STYLE], **dict(FORM, size=np.int64(64), seed=np.float64(3))).size == (64, 64)
+
+
+def test_style_size_field_has_the_limit_as_maximum(model):
+    from mambast.ui.app import build_app
+
+    for max_pixels, maximum in ((2_000_000, 1414), (None, None)):
+        app = build_app(model, max_pixels=max_pixels)
+        try:
+            field = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "style-size")
+            assert field.maximum == maximum
+        finally:
+            app.mambast_session.close()
+
+
+def _start_ui(tmp_path, *args, cap_bytes: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`mambast ui` in a subprocess with its temporary folder in tmp_path -> (process, URL)."""
+    env = dict(os.environ, TMPDIR=str(tmp_path), MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1")
+    env.pop("GRADIO_TEMP_DIR", None)
+
+    def cap():
+        if cap_bytes:
+            resource.setrlimit(resource.RLIMIT_AS, (cap_bytes, cap_bytes))
+
+    proc = subprocess.Popen([sys.executable, "-m", "mambast", "ui", "--port", str(_free_port()), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=cap)
+    lines: list[str] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "serving on " in line:
+            return proc, line.split("serving on ")[1].split()[0]
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("mambast ui did not start:\n" + "".join(lines))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _workspaces(tmp_path) -> list[str]:
+    return sorted(p.name for p in tmp_path.glob("mambast-ui-*"))
+
+
+def _request(client, style_size: int = 0) -> tuple:
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(CONTENT), [handle_file(STYLE)], 64, 1.0, "off", style_size, "", None, True, 3,
+                          api_name="/run")
+
+
+def test_server_survives_a_huge_request_under_a_memory_cap_and_sigterm_cleans_up(tmp_path, ckpt):
+    """`mambast ui` with no pixel limit (--max-pixels 0), capped at 4 GiB of address space: a 60000 px style size
+    fails with one line in the status box and the next request works; SIGTERM (docker stop, systemd) removes
+    the server's results and Gradio's copies of the uploads, like Ctrl-C; a folder left by a killed server
+    (SIGKILL) of this host is removed when the next server starts."""
+    from gradio_client import Client
+
+    from mambast.ui.session import _owner_tag, remove_stale_workspaces
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    stale = tmp_path / f"mambast-ui-{_owner_tag(dead)}-abc123"  # what a SIGKILLed server left
+    (stale / "uploads").mkdir(parents=True)
+    other_host = tmp_path / f"mambast-ui-{dead}.otherhost-abc123"  # another container's: not ours to judge
+    alive = tmp_path / f"mambast-ui-{_owner_tag(os.getpid())}-abc123"  # a server still running
+    other_host.mkdir(), alive.mkdir()
+    proc, url = _start_ui(tmp_path, "--max-pixels", "0", "--checkpoint", str(ckpt), cap_bytes=4 << 30)
+    try:
+        assert not stale.exists() and other_host.exists() and alive.exists()
+        client = Client(url, verbose=False, download_files=str(tmp_path / "client"), analytics_enabled=False)
+        _, _, status = _request(client, style_size=60000)
+        assert status == ("Error: style image at style_size 60000: not enough memory (MemoryError); ask for a "
+                          "smaller size")
+        result, _, status = _request(client)
+        assert status.startswith("Done in ") and status.endswith("64 x 64 px, seed 3.")
+        assert Image.open(result).size == (64, 64)
+        (workspace,) = [n for n in _workspaces(tmp_path) if n.startswith(f"mambast-ui-{proc.pid}.")]
+        assert {p.name for p in (tmp_path / workspace).iterdir()} == {"results", "uploads"}
+        assert any((tmp_path / workspace / "uploads").rglob("*.jpg"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (tmp_path / workspace).exists()  # results and uploads gone
+    assert not (tmp_path / "gradio").exists()  # nothing went to Gradio's shared default folder either
+    (tmp_path / workspace / "results").mkdir(parents=True)  # as a SIGKILL would leave it
+    assert remove_stale_workspaces(tmp_path) == [tmp_path / workspace]

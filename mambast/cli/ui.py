@@ -36,14 +36,39 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Serve until Ctrl-C or SIGTERM (systemd, docker stop, kill); both remove this server's workspace (its
+    results and Gradio's copies of uploads and results). A workspace left by a server that had no chance to
+    clean up (SIGKILL, SIGHUP, power loss) is removed when the next server of this host starts."""
+    import os
+    import shutil
+
     from ..errors import UserError
-    from ..io import load
-    from .common import resolve_device
+    from ..train.loop import _sigterm_as_interrupt as sigterm_as_interrupt
+    from ..ui.session import make_workspace
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
     if args.max_pixels < 0:
         raise UserError("--max-pixels must be >= 0 (0: no limit)")
+    with sigterm_as_interrupt():
+        workspace = make_workspace()
+        own_uploads = "GRADIO_TEMP_DIR" not in os.environ  # a folder the user chose is theirs to keep
+        if own_uploads:
+            os.environ["GRADIO_TEMP_DIR"] = str(workspace / "uploads")  # read when the page is built
+        try:
+            return _serve(args, workspace)
+        finally:
+            shutil.rmtree(workspace, ignore_errors=True)
+            if own_uploads:
+                os.environ.pop("GRADIO_TEMP_DIR", None)
+
+
+def _serve(args, workspace) -> int:
+    """Load the model, build the page with its results in `workspace`, serve until interrupted."""
+    from ..errors import UserError
+    from ..io import load
+    from .common import resolve_device
+
     try:
         from ..ui.app import build_app, launch, wait
     except ModuleNotFoundError as e:
@@ -52,7 +77,7 @@ def run(args) -> int:
         raise
     model = load(args.checkpoint, device=resolve_device(args.device))
     name = "the bundled default model" if args.checkpoint is None else f"the model {args.checkpoint}"
-    app = build_app(model, model_name=name, max_pixels=args.max_pixels or None)
+    app = build_app(model, model_name=name, max_pixels=args.max_pixels or None, folder=workspace / "results")
     try:
         url, public = launch(app, host=args.host, port=args.port, share=args.share)
         print(f"mambast ui: serving on {url}" + (f" and {public}" if public else "") + " (Ctrl-C stops)", flush=True)

@@ -8,6 +8,7 @@ Nothing is sent anywhere: Gradio's analytics are off (set before gradio is impor
 
 from __future__ import annotations
 
+import math
 import os
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no version check, no telemetry
@@ -33,18 +34,19 @@ Everything runs on this machine with {model}; nothing is uploaded anywhere else.
 
 
 def build_app(model: MambaST, *, model_name: str = "the bundled default model", size: int = 512,
-              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> gr.Blocks:
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, folder: Path | None = None) -> gr.Blocks:
     """The Blocks page for `model` (loaded once, shared by all requests, queued one at a time).
 
-    size: the initial content short side in px; max_pixels: refuse content planned above this many pixels.
+    size: the initial content short side in px; max_pixels: refuse content or a style size planned above this
+    many pixels (also the style size field's maximum); folder: where results go (default: a new workspace).
     The returned app has `app.mambast_session` (its Session) for tests and clean-up.
     """
-    session = Session(Stylizer(model, size=size, max_pixels=max_pixels))
+    session = Session(Stylizer(model, size=size, max_pixels=max_pixels), folder)
     with gr.Blocks(title="Mamba-ST style transfer", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(INTRO.format(model=model_name))
         with gr.Row():
             with gr.Column(scale=1):
-                inputs = _input_column(size)
+                inputs = _input_column(size, session.stylizer.max_pixels)
             with gr.Column(scale=1):
                 result = gr.Image(label="Result (PNG)", type="filepath", format="png", interactive=False,
                                   buttons=["download", "fullscreen"], elem_id="result", height=420)
@@ -56,8 +58,9 @@ def build_app(model: MambaST, *, model_name: str = "the bundled default model", 
     return app
 
 
-def _input_column(size: int) -> dict:
-    """The inputs and controls (initial content size `size` px), by name."""
+def _input_column(size: int, max_pixels: int | None) -> dict:
+    """The inputs and controls (initial content size `size` px; style size at most a square of `max_pixels`),
+    by name. Gradio refuses values outside a field's bounds; the session checks them again."""
     c: dict = {}
     with gr.Row():
         c["content"] = gr.File(label="Content image", file_types=["image"], elem_id="content-file")
@@ -79,6 +82,8 @@ def _input_column(size: int) -> dict:
             c["colour"] = gr.Radio([NO_COLOUR, *COLOR_METHODS], value=NO_COLOUR, label="Keep content colours",
                                    info="luminance: the content's chroma; match: recolour the style first")
             c["style_size"] = gr.Number(0, label="Style size (px)", precision=0, minimum=0,
+                                        maximum=math.isqrt(max_pixels) if max_pixels else None,
+                                        elem_id="style-size",
                                         info="0 stretches the style to the content; N keeps its aspect")
         with gr.Row():
             c["weights"] = gr.Textbox(label="Style weights", placeholder="e.g. 0.7, 0.3 (blank: equal)",

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Sequence
@@ -18,14 +20,17 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import UserError
-from ..fs import atomic_write
+from ..fs import _alive, atomic_write
 from ..images import load_resized
 from ..inference import Controls, Stylizer, output_name
+from ..inference.size import check_style_size, is_out_of_memory
+from ..inference.values import check_number
 
 log = logging.getLogger("mambast.ui")
 
 PREVIEW_SIZE = 160  # short side of the input previews, px
 MAX_SEED = 2**31 - 1  # seeds the page offers stay exact in a browser's numbers (doubles)
+WORKSPACE_PREFIX = "mambast-ui-"  # TMP/mambast-ui-PID.HOST-XXXXXXXX: one server process's results (and uploads)
 
 
 def new_seed() -> int:
@@ -68,22 +73,53 @@ def _int_or_none(value: float | int | None, what: str, minimum: int) -> int | No
     """A form number -> int (None/blank stays None); UserError naming `what` below `minimum` or not whole."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if float(value) != int(value) or int(value) < minimum:
-        raise UserError(f"{what} must be a whole number >= {minimum}, got {value:g}")
-    return int(value)
+    return check_number(value, what, minimum, whole=True)
+
+
+def _owner_tag(pid: int) -> str:
+    """PID.HOST: whose workspace a folder is (the host name tells machines or containers sharing one /tmp apart,
+    whose process ids this one cannot check)."""
+    return f"{pid}.{''.join(ch for ch in socket.gethostname() if ch.isalnum())}"
+
+
+def make_workspace() -> Path:
+    """A new private folder for this process (TMP/mambast-ui-PID.HOST-XXXXXXXX), after removing the folders
+    that servers of this host no longer running left behind (`remove_stale_workspaces`)."""
+    remove_stale_workspaces()
+    return Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{_owner_tag(os.getpid())}-"))
+
+
+def remove_stale_workspaces(root: str | Path | None = None) -> list[Path]:
+    """Delete the workspaces in `root` (default: the temporary folder) of this host whose process is gone:
+    what a server killed without a chance to clean up (SIGKILL, power loss) left. -> the folders removed."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}*-*"):
+        pid = folder.name[len(WORKSPACE_PREFIX):].split(".", 1)[0]
+        if not pid.isdigit() or not folder.name.startswith(f"{WORKSPACE_PREFIX}{_owner_tag(int(pid))}-"):
+            continue
+        if folder.is_dir() and not folder.is_symlink() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 class Session:
-    """The web UI's one model, behind one `Stylizer`; results written to a private temporary folder.
+    """The web UI's one model, behind one `Stylizer`; results written to a private folder (`folder`, by
+    default a new `make_workspace()`), removed with everything in it by `close()`.
 
     Only the latest result is kept on disk (Gradio copies each result into its own cache before the next
     request can run: the app serves one request at a time).
     """
 
-    def __init__(self, stylizer: Stylizer):
+    def __init__(self, stylizer: Stylizer, folder: Path | None = None):
         self.stylizer = stylizer
-        self._folder = Path(tempfile.mkdtemp(prefix="mambast-ui-"))
+        self._folder = Path(folder) if folder is not None else make_workspace()
+        self._folder.mkdir(parents=True, exist_ok=True)
         self._last: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self._folder
 
     def close(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)
@@ -102,7 +138,8 @@ class Session:
         """Stylize `content` with `styles` (paths) under the form's values -> the written PNG.
 
         size: content short side in px (0: its own size); style_size: 0/None = stretched to the content.
-        Raises UserError (one line) for anything the user can fix: missing or bad images, bad values.
+        Raises UserError (one line) for anything the user can fix: missing or bad images, bad values, sizes
+        over the pixel limit (checked before anything is read or allocated).
         """
         if not content:
             raise UserError("no content image: upload one (or click the example pair)")
@@ -110,10 +147,11 @@ class Session:
             raise UserError("no style image: upload one or more (or click the example pair)")
         size_px = _int_or_none(size, "size", 0) or 0
         style_px = _int_or_none(style_size, "style size", 0) or None
+        check_style_size(style_px, self.stylizer.max_pixels, "style size")
         seed_value = _int_or_none(seed, "seed", 0)
         if shuffle and seed_value is None:
             seed_value = new_seed()  # drawn here so that the status can name it (reproducible runs)
-        controls = Controls(alpha=float(alpha), preserve_color=preserve_color or None, style_size=style_px,
+        controls = Controls(alpha=alpha, preserve_color=preserve_color or None, style_size=style_px,
                             style_weights=None if mask else parse_weights(style_weights, len(styles)),
                             mask=mask or None, shuffle=bool(shuffle), seed=seed_value if shuffle else None)
         start = time.perf_counter()
@@ -137,7 +175,7 @@ def user_message(error: BaseException, uploads: Sequence[str | None] = ()) -> st
         for path in sorted((p for p in uploads if p), key=len, reverse=True):
             text = text.replace(str(path), Path(path).name)
         return text
-    if isinstance(error, MemoryError):
+    if is_out_of_memory(error):
         return "not enough memory for this image: choose a smaller size"
     log.error("request failed", exc_info=error)
     first = (str(error).splitlines() or [""])[0][:160]
