@@ -71,3 +71,31 @@ def test_a_consumer_that_stops_stops_the_stages_upstream():
     assert len(produced) < 12
     with pytest.raises(ValueError, match="depth must be >= 1"):
         next(background([], 0))
+
+
+def test_an_interrupted_video_stops_every_stage_before_its_files_close(tmp_path, ckpt, monkeypatch):
+    """Ctrl-C (or SIGTERM) while frame 3 is encoded: the stages, which decode and mux audio into the same file,
+    are stopped before the writer discards its temporary file and the reader closes its container."""
+    from fractions import Fraction
+
+    from mambast.video import VideoWriter, stylize_video
+
+    src = tmp_path / "in.mp4"
+    with VideoWriter(src, Fraction(25), 40, 24) as w:
+        for f in _moving(12):
+            w.write(f)
+    written = []
+
+    def write(self, frame, pts=None, duration=None):
+        written.append(pts)
+        if len(written) == 3:
+            assert len(_stages()) == 3  # decoding, model and blend run meanwhile
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(VideoWriter, "write", write)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        stylize_video(Stylizer(mambast.load(ckpt), size=None), src, np.zeros((16, 16, 3), np.uint8), out / "o.mp4",
+                      batch_size=2, progress=False)
+    assert _stages() == [] and list(out.iterdir()) == []

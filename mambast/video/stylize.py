@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections import deque
@@ -184,9 +185,12 @@ def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | P
                     times.append((f.pts, f.duration))
                     yield f.image
 
-            for frame in stylize_frames(stylizer, images(), style, controls, batch_size, stability, overlap):
-                writer.write(frame, *times.popleft())
-                bar.update(1)
+            # closed (its threads stopped) before the writer and the reader close, on an error or Ctrl-C too
+            with contextlib.closing(stylize_frames(stylizer, images(), style, controls, batch_size, stability,
+                                                   overlap)) as outputs:
+                for frame in outputs:
+                    writer.write(frame, *times.popleft())
+                    bar.update(1)
     seconds = time.perf_counter() - start
     if isinstance(writer, VideoWriter):  # even sides for yuv420p; the rate the frames kept
         rate = _rate(info.rate, writer)
