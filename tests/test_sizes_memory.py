@@ -3,6 +3,7 @@ is a one-line skip of what needed it, never a traceback (issue 25, kind 5). The 
 
 from __future__ import annotations
 
+import re
 import resource
 import subprocess
 import sys
@@ -110,3 +111,29 @@ def test_no_limit_and_a_huge_style_size_is_a_skip_not_a_traceback(tmp_path, ckpt
                                   "ask for a smaller size")
     assert run.stdout.startswith(f"wrote 0 images to {tmp_path / 'out'}") and "1 pair(s) failed" in run.stdout
 
+
+
+def test_run_options_take_numbers_of_any_type_and_batches_hold_at_most_the_pixel_limit(tmp_path, ckpt, monkeypatch):
+    options = RunOptions(size=np.float64(32.0), max_pixels=np.int64(2048), batch_size=np.int64(4),
+                         workers=np.uint8(0), jpeg_quality=np.int32(90), progress=False)
+    assert (options.size, options.max_pixels, options.batch_size, options.workers, options.jpeg_quality) == \
+        (32, 2048, 4, 0, 90)
+    assert all(type(v) is int for v in (options.size, options.max_pixels, options.batch_size, options.workers))
+    for bad, message in (({"batch_size": 2.5}, "batch_size must be a whole number >= 1, got 2.5"),
+                         ({"batch_size": True}, "batch_size must be a whole number >= 1, got True (bool)"),
+                         ({"jpeg_quality": 101}, "jpeg_quality must be a whole number in [1, 100], got 101")):
+        with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+            RunOptions(**bad)
+    contents = [_write(tmp_path / f"c{i}.png", i, 32, 32) for i in range(4)]
+    style = _write(tmp_path / "s.png", 9, 32, 32)
+    jobs = pair_jobs(named(contents, tmp_path), named([style], tmp_path), ext="png", seed=0)
+    sizes: list[int] = []
+    render = mambast.Stylizer.render
+
+    def spy(self, content, *args, **kwargs):
+        sizes.append(content.image.shape[0])
+        return render(self, content, *args, **kwargs)
+
+    monkeypatch.setattr(mambast.Stylizer, "render", spy)
+    report = run_jobs(mambast.load(ckpt), jobs, tmp_path / "out", options)
+    assert len(report.written) == 4 and sizes == [2, 2]  # 4 x 32 x 32 px would be over 2048 px: two batches

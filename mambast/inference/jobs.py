@@ -48,7 +48,8 @@ from .controls import Controls
 from .engine import DEFAULT_MAX_PIXELS, EncodedContent, Stylizer
 from .provenance import Stamper, read_stamp
 from .sharding import Dist
-from .size import fit_style, load_style, memory_guard
+from .size import check_max_pixels, check_size, fit_style, load_style, memory_guard
+from .values import check_number
 from .worklist import EXTENSIONS, Job, check_ext, shard
 
 MANIFEST_FIELDS = ("content", "style", "output", "seed")
@@ -57,7 +58,8 @@ MANIFEST_FIELDS = ("content", "style", "output", "seed")
 @dataclass
 class RunOptions:
     """How to run a work list. size/max_pixels/precision: as `Stylizer`; controls: as `Controls` (its seed is
-    not used: each job has its own); batch_size: jobs per model call; workers: DataLoader processes (0: decode
+    not used: each job has its own); batch_size: jobs per model call (fewer where batch_size contents of one
+    grid would hold more than max_pixels together); workers: DataLoader processes (0: decode
     in this process); ext/jpeg_quality: output format; skip_existing: leave out jobs whose output exists and
     was made with these settings (its stamp, see provenance.py; other outputs are made again);
     manifest: file name (in the output folder) of a CSV (`.csv`) or JSON-lines (`.jsonl`) manifest, or None;
@@ -78,12 +80,10 @@ class RunOptions:
 
     def __post_init__(self):
         self.ext = check_ext(self.ext)
-        if self.batch_size < 1:
-            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise UserError(f"workers must be >= 0, got {self.workers}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise UserError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        self.size, self.max_pixels = check_size(self.size), check_max_pixels(self.max_pixels)  # numbers of any type
+        self.batch_size = check_number(self.batch_size, "batch_size", 1, whole=True)
+        self.workers = check_number(self.workers, "workers", 0, whole=True)
+        self.jpeg_quality = check_number(self.jpeg_quality, "jpeg_quality", 1, 100, whole=True)
         if self.manifest is not None and Path(self.manifest).suffix not in (".csv", ".jsonl"):
             raise UserError(f"manifest must end in .csv or .jsonl, got {self.manifest!r}")
 
@@ -165,7 +165,9 @@ def _plan(jobs: Sequence[Job], engine: Stylizer, options: RunOptions, caches: tu
         key = size[0] if exact else size[1]
         group = open_batches.setdefault(key, [])
         group.append(job)
-        if len(group) == options.batch_size:
+        grid_pixels = size[1][0] * size[1][1]
+        if len(group) == options.batch_size or (options.max_pixels and (len(group) + 1) * grid_pixels >
+                                                options.max_pixels):  # a batch holds at most the pixel limit
             keyed.append((size[1], open_batches.pop(key)))
     keyed += [(sizes[g[0].content][1], g) for g in open_batches.values()]
     content_lru, style_lru = _LRU(caches[0]), _LRU(caches[1])
