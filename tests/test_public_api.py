@@ -83,3 +83,32 @@ def test_any_import_order_in_a_fresh_interpreter(first):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).parent)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_numbers_from_numpy_and_a_long_lived_cache_never_change_an_output(tmp_path):
+    """issue 25: numpy numbers are numbers (kind 3); mambast.stylize's shared engine re-encodes a style file
+    rewritten at the same path and follows weights changed in place (kind 4)."""
+    import numpy as np
+    from test_model import lively_
+
+    model = lively_(mambast.MambaST(mambast.MambaSTConfig.preset("tiny"))).eval()  # outputs that vary
+    content = Image.new("RGB", (24, 16), (200, 30, 30))
+    style = tmp_path / "style.png"
+    Image.new("RGB", (16, 16), (10, 10, 240)).save(style)
+    first = mambast.stylize(model, content, style, size=np.int64(16), seed=np.int64(1), alpha=np.float32(0.5),
+                            style_size=np.int64(16))
+    assert first.tobytes() == mambast.stylize(model, content, style, size=16, seed=1, alpha=0.5,
+                                              style_size=16).tobytes()
+    with pytest.raises(mambast.UserError, match=r"^style_weights must be a sequence of numbers, got 0.5$"):
+        mambast.stylize(model, content, [style, style], style_weights=0.5)
+    Image.new("RGB", (16, 16), (240, 200, 10)).save(style)  # rewritten in place
+    again = mambast.stylize(model, content, style, size=16, seed=1, alpha=0.5, style_size=16)
+    fresh = mambast.Stylizer(model, size=16).stylize(content, style, mambast.Controls(seed=1, alpha=0.5,
+                                                                                    style_size=16))
+    assert again.tobytes() == fresh.tobytes() != first.tobytes()
+    with torch.no_grad():
+        next(model.parameters()).mul_(2)  # weights changed in place
+    again = mambast.stylize(model, content, style, size=16, seed=1, alpha=0.5, style_size=16)
+    fresh = mambast.Stylizer(model, size=16).stylize(content, style, mambast.Controls(seed=1, alpha=0.5,
+                                                                                    style_size=16))
+    assert again.tobytes() == fresh.tobytes()

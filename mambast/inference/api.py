@@ -44,7 +44,7 @@ def stylize(model: MambaST | None, content: ImageLike, style: ImageLike | Sequen
     precision: "auto" (default: bf16 for the bundled model where the device has native bf16, else fp32),
     "fp32", "bf16" or "fp16" (autocast; the scan stays float32): mambast.inference.precision.
     """
-    controls = Controls(alpha=alpha, style_weights=None if style_weights is None else tuple(style_weights),
+    controls = Controls(alpha=alpha, style_weights=style_weights,  # any sequence or 1-d array, checked there
                         preserve_color=preserve_color, style_size=style_size, mask=mask, shuffle=shuffle,
                         seed=seed)
     engine = cached_engine(bundled_model() if model is None else model, max_pixels, precision)

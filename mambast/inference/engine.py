@@ -37,7 +37,7 @@ from .size import (
     padded_size,
     resize_short_side,
 )
-from .values import check_seed
+from .values import check_number, check_seed
 
 ImageLike = Image.Image | np.ndarray | str | Path  # a file path, or an in-memory image (mambast.images.as_rgb)
 
@@ -113,7 +113,7 @@ class Stylizer:
         self.patch = model.config.patch_size
         self.size, self.max_pixels = check_size(size, self.patch), check_max_pixels(max_pixels)
         self._cache: OrderedDict = OrderedDict()
-        self._cache_size = style_cache
+        self._cache_size = check_number(style_cache, "style_cache", 0, whole=True)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The precision context every model call of the engine runs in (a no-op for fp32)."""
