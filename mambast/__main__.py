@@ -1,8 +1,7 @@
 """`python -m mambast ...` (also what `torchrun -m mambast train ...` runs)."""
 
-import sys
-
 from .cli import main
+from .torchrun import exit_process
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # sys.exit, or under torchrun os._exit after leaving the group (mambast/torchrun.py)

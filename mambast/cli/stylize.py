@@ -138,8 +138,7 @@ def run(args) -> int:
 
     out = Path(args.output).expanduser()
     controls = controls_from_args(args)
-    dist = Dist.from_env(resolve_device(args.device))
-    try:
+    with Dist.from_env(resolve_device(args.device)) as dist:  # leaves the group at the end
         options = run_options(args, dist.device, progress=not args.quiet, on_error=error_printer(dist.rank))
         check_output_dir(out)  # nothing can be written at all: one line, exit 2, before any work
         contents = named(list_images(args.content, exclude=out), args.content)
@@ -158,5 +157,4 @@ def run(args) -> int:
         if dist.rank == 0:
             print(report_line(report, args.output, time.perf_counter() - start))
         return 1 if report.failed else 0
-    finally:
-        dist.close()
+

@@ -48,8 +48,7 @@ def run(args) -> int:
     out = Path(args.output).expanduser()
     if Path(args.manifest).name != args.manifest:
         raise UserError(f"--manifest takes a file name (written in the output folder), got {args.manifest!r}")
-    dist = Dist.from_env(resolve_device(args.device))
-    try:
+    with Dist.from_env(resolve_device(args.device)) as dist:
         options = run_options(args, dist.device, progress=not args.quiet, on_error=error_printer(dist.rank),
                               manifest=args.manifest)
         check_output_dir(out)
@@ -69,5 +68,3 @@ def run(args) -> int:
             print(report_line(report, args.output, time.perf_counter() - start)
                   + (f"; manifest {out / args.manifest}" if len(jobs) > len(report.failed) else ""))
         return 1 if report.failed else 0
-    finally:
-        dist.close()

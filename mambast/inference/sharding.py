@@ -3,6 +3,9 @@
 `Dist.from_env(device)` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and joins the process
 group (gloo on the CPU, nccl on CUDA, one GPU per rank: cuda:LOCAL_RANK); without torchrun it is one process
 of one. The group is used only for a barrier and for gathering the small per-rank reports at the end.
+
+    with Dist.from_env(device) as dist:   # leaves the group at the end (mambast.torchrun.leave_group)
+        ...
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 import torch.distributed as torch_dist
 
 from ..errors import UserError
+from ..torchrun import join_group, leave_group
 
 
 @dataclass
@@ -41,8 +45,7 @@ class Dist:
             device = torch.device("cuda", local)
             torch.cuda.set_device(device)
         if not torch_dist.is_initialized():
-            torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                          timeout=datetime.timedelta(hours=2))
+            join_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=2))
         return cls(torch_dist.get_rank(), torch_dist.get_world_size(), device, joined=True)
 
     def barrier(self) -> None:
@@ -57,7 +60,15 @@ class Dist:
         torch_dist.all_gather_object(out, obj)
         return out
 
-    def close(self) -> None:
-        if self.joined and torch_dist.is_initialized():
-            torch_dist.destroy_process_group()
+    def close(self, finished: bool = True) -> None:
+        """Leave the group (`mambast.torchrun.leave_group`: after a normal end (`finished`) the ranks first
+        meet at a barrier; after an error they do not, the others may never arrive)."""
+        if self.joined:
             self.joined = False
+            leave_group(finished)
+
+    def __enter__(self) -> Dist:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(finished=exc_type is None)

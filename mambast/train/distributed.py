@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import FieldError
+from ..torchrun import join_group, leave_group
 
 __all__ = ["DistContext", "init_distributed", "shutdown", "mean_over_ranks", "gather_lists"]
 
@@ -62,20 +63,18 @@ def init_distributed(device: str = "auto") -> DistContext:
     if owns:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        join_group("nccl" if dev.type == "cuda" else "gloo")
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns)
 
 
 def shutdown(ctx: DistContext, finished: bool = True) -> None:
-    """Leave the process group this process created. After a normal end (`finished`) the ranks first meet at
-    a barrier, so that no rank closes its gloo connections while another is still using them (a peer that
-    sees its connection closed mid-operation aborts the process with SIGABRT). After an error there is no
-    barrier (the other ranks may never arrive); torchrun stops them."""
-    if not (ctx.owns_group and dist.is_initialized()):
-        return
-    if finished and ctx.distributed:
-        dist.barrier()
-    dist.destroy_process_group()
+    """Leave the process group this process created (`mambast.torchrun.leave_group`, shared with inference):
+    after a normal end (`finished`) the ranks first meet at a barrier, so that no rank closes its gloo
+    connections while another is still using them; after an error there is no barrier (the other ranks may
+    never arrive; torchrun stops them). Then the group is destroyed and collected, so its threads end before
+    the interpreter does (`python -m mambast` then leaves with os._exit; see mambast/torchrun.py)."""
+    if ctx.owns_group:
+        leave_group(finished)
 
 
 def mean_over_ranks(ctx: DistContext, values: dict[str, float]) -> dict[str, float]:
