@@ -75,7 +75,8 @@ def test_every_family_gives_rgb_of_the_requested_size(dev_tree, family):
             assert img.shape == (size, size, 3) and img.dtype == np.uint8, (family, img.shape, img.dtype)
             assert params["family"] == family
             assert img.std() > 2, f"{family} #{i} is nearly flat"
-            json.dumps(params)  # manifest-ready
+            json.dumps(params)  # manifest-ready, and no param hides a manifest column
+            assert not {"index", "file"} & params.keys(), params
 
 
 def _thumbs(corpus: StyleCorpus, n: int) -> np.ndarray:
@@ -148,6 +149,23 @@ def test_evaluation_folder_refused(dev_tree, tmp_path):
     (linked / "style" / "a.jpg").symlink_to(eval_dir / "style" / "00.jpg")
     with pytest.raises(FieldError, match="evaluation"):
         Sources.from_dev(linked)
+
+
+def test_a_flat_image_is_drawn_again_from_the_same_stream(monkeypatch):
+    from mambast.train.styles import corpus as corpus_mod
+
+    def flat_then_noise(rng, size, sources):
+        v = rng.random()
+        img = np.full((size, size, 3), 128, np.uint8) if v < 0.7 else rng.integers(0, 256, (size, size, 3))
+        return img.astype(np.uint8), {"v": v}
+
+    monkeypatch.setattr(corpus_mod, "FAMILIES", {"test": corpus_mod.Family(flat_then_noise, 1.0)})
+    c = StyleCorpus(0, 32, Sources())
+    kept = [c.sample(i) for i in range(40)]
+    assert sum("redrawn" in p for _, p in kept) >= 10  # 70 % of first draws are flat
+    for img, p in kept:  # drawn again until detailed, at most MAX_TRIES draws in all
+        assert (p["v"] >= 0.7 and corpus_mod.detail(img) >= corpus_mod.MIN_DETAIL) or \
+            p["redrawn"] == corpus_mod.MAX_TRIES - 1
 
 
 def test_procedural_only_without_dev_and_bad_requests():

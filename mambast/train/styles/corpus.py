@@ -42,6 +42,8 @@ FAMILIES: dict[str, Family] = {
     "package": Family(derived.package_image, 0.05, "package"),
 }
 MIN_SIZE = 32
+MIN_DETAIL = 6.0  # an image whose RGB channels all vary less than this (std, 0..255) is drawn again
+MAX_TRIES = 4
 
 
 class StyleCorpus:
@@ -73,8 +75,10 @@ class StyleCorpus:
         return names[int(rng.choice(len(names), p=list(self.shares.values())))], rng
 
     def sample(self, index: int, family: str | None = None) -> tuple[np.ndarray, dict]:
-        """Image `index`: (RGB uint8 (size, size, 3), params with "family"). `family` forces one family (its
-        generator still seeded by (seed, index)); FieldError if it is unknown or its sources are missing."""
+        """Image `index`: (RGB uint8 (size, size, 3), params with "family"). An image with less detail than
+        MIN_DETAIL is drawn again from the same stream (at most MAX_TRIES draws; params "redrawn": how often).
+        `family` forces one family (its generator still seeded by (seed, index)); FieldError if it is unknown
+        or its sources are missing."""
         if index < 0:
             raise FieldError(f"index must be >= 0, got {index}", "index")
         name, rng = self._draw(index)
@@ -82,11 +86,21 @@ class StyleCorpus:
             if family not in self.shares:
                 raise FieldError(f"family {family!r} unavailable (have: {', '.join(self.shares)})", "family")
             name = family
-        img, params = FAMILIES[name].fn(rng, self.size, self.sources)
-        return np.ascontiguousarray(img), {"family": name, **params}
+        fn, tries = FAMILIES[name].fn, 0
+        img, params = fn(rng, self.size, self.sources)
+        while detail(img) < MIN_DETAIL and tries < MAX_TRIES - 1:  # plain sky, a posterised white: draw again
+            img, params = fn(rng, self.size, self.sources)
+            tries += 1
+        extra = {"redrawn": tries} if tries else {}
+        return np.ascontiguousarray(img), {"family": name, **params, **extra}
 
     def __getitem__(self, index: int) -> Image.Image:
         return Image.fromarray(self.sample(index)[0])
+
+
+def detail(img: np.ndarray) -> float:
+    """The largest standard deviation of the three channels of an RGB image (0..255): ~0 for a flat image."""
+    return float(img.reshape(-1, 3).std(0).max())
 
 
 @lru_cache(maxsize=8)
@@ -103,10 +117,11 @@ def generate(index: int, seed: int = 0, size: int = 256, dev: str | Path | None 
 
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
-    """A CSV with one row per image: index, file, family and the remaining params as JSON."""
+    """A CSV with one row per image: index, file, family and the remaining params as JSON (a row's "ms" and
+    "cpu_ms", the time it took, are left out: the manifest depends only on the corpus)."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["index", "file", "family", "params"])
         for r in rows:
-            rest = {k: v for k, v in r.items() if k not in ("index", "file", "family")}
+            rest = {k: v for k, v in r.items() if k not in ("index", "file", "family", "ms", "cpu_ms")}
             w.writerow([r["index"], r["file"], r["family"], json.dumps(rest, sort_keys=True)])

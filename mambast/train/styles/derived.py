@@ -99,8 +99,9 @@ def art_filter(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, d
         out = cv2.edgePreservingFilter(img, flags=1, sigma_s=float(rng.uniform(30, 120)), sigma_r=0.4)
         out = _posterise(out, int(rng.integers(3, 7)))
     elif kind == "posterise":
-        levels = int(rng.integers(2, 6))
-        out, params["levels"] = _posterise(cv2.bilateralFilter(img, 7, 50, 50), levels), levels
+        levels = int(rng.integers(2, 5))
+        smooth = cv2.bilateralFilter(cv2.bilateralFilter(img, 7, 60, 7), 7, 60, 7)
+        out, params["levels"] = _posterise(smooth, levels), levels
     elif kind == "kmeans":
         k = int(rng.integers(3, 9))
         labels, centres = _kmeans(cv2.bilateralFilter(img, 7, 60, 60), k, rng)
@@ -155,7 +156,7 @@ def package_image(rng: np.random.Generator, size: int, sources: Sources) -> tupl
     coins) gradient-mapped through a random palette, or a photo through an art filter; crops, flips, turns."""
     item, path = sources.package[int(rng.integers(len(sources.package)))]
     img, params = augment(load_rgb(path), size, rng, (0.25, 1.0), 0.0)
-    params = {"package": item.package, "file": item.relpath, "licence": item.licence, **params}
+    params = {"package": item.package, "source_file": item.relpath, "licence": item.licence, **params}
     if item.kind == "texture":
         palette = random_palette(rng)
         t = cv2.equalizeHist(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)).astype(np.float32) / 255
