@@ -22,6 +22,7 @@ from ..images import as_rgb, load_image, to_pil, to_tensor
 from ..model import MambaST
 from ..model.mamba_st import pad_to_patches
 from .colour import keep_content_chroma, match_colour
+from .compiled import engine_stages
 from .controls import Controls
 from .fast_decoder import FastDecoder
 from .masks import mask_labels, region_weights
@@ -101,15 +102,18 @@ class Stylizer:
     (on CUDA, and on CPUs with BF16/AMX support), the selective scan's inputs and state kept in float32, the
     CNN decoder's upsampling convs in their faster phase form (fast_decoder.py). `self.precision` is the
     concrete one "auto" resolved to. fp32 runs the model's own layers: the same numbers as `model(...)`.
+    compile: run the model's stages through torch.compile (compiled.py; minutes per new input size the first
+    time, a persistent cache after): for long-lived engines; opt-in (README, Speed: it does not pay on every CPU).
     """
 
     def __init__(self, model: MambaST, size: int | None = 512, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 style_cache: int = 16, precision: str = DEFAULT_PRECISION):
+                 style_cache: int = 16, precision: str = DEFAULT_PRECISION, compile: bool = False):
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.precision = resolve_precision(precision, self.device, model.config)
         self.model = model.eval()
         self.decoder = model.cnn_decoder if self.precision == "fp32" else FastDecoder(model.cnn_decoder)
+        self.stages = engine_stages(self, compile)  # encode_content, encode_style, fuse, decode
         self.patch = model.config.patch_size
         self.size, self.max_pixels = check_size(size, self.patch), check_max_pixels(max_pixels)
         self._cache: OrderedDict = OrderedDict()
@@ -165,7 +169,7 @@ class Stylizer:
         controls = controls or Controls()
         if controls.preserve_color == "match":
             with self.autocast():
-                return self.model.encode_style(self.prepare_style(style, padded_hw, controls, content))
+                return self.stages.encode_style(self.prepare_style(style, padded_hw, controls, content))
         if not _is_path(style):
             style = _open(style, "style image")  # an RGB copy: later edits of the caller's image cannot reach it
         key = (_fingerprint(style), tuple(padded_hw), controls.style_size, self.precision,
@@ -175,7 +179,7 @@ class Stylizer:
             self._cache.move_to_end(key)
             return hit
         with self.autocast():
-            tokens = self.model.encode_style(self.prepare_style(style, padded_hw, controls))
+            tokens = self.stages.encode_style(self.prepare_style(style, padded_hw, controls))
         if key[0] is not None and (not _is_path(style) or _fingerprint(style) == key[0]):  # unchanged while read
             self._cache[key] = tokens
         while len(self._cache) > self._cache_size:
@@ -197,7 +201,7 @@ class Stylizer:
         content = content.to(self.device, self.dtype)
         padded = pad_to_patches(content, self.patch)
         with self.autocast():
-            return EncodedContent(content, padded, self.model.encode_content(padded))
+            return EncodedContent(content, padded, self.stages.encode_content(padded))
 
     @torch.inference_mode()
     def render(self, content: EncodedContent, styles: Sequence[Tensor], controls: Controls | None = None,
@@ -228,7 +232,7 @@ class Stylizer:
 
     def _fuse_decode(self, content: EncodedContent, styles: Sequence[Tensor], controls: Controls,
                      seeds: Sequence[int] | None, mask: ImageLike | None, consume: bool = False) -> Tensor:
-        model, (h, w) = self.model, content.image.shape[-2:]
+        h, w = content.image.shape[-2:]
         used = []  # (style tokens, weight) of the styles that contribute
         if controls.alpha > 0:
             weights = self._weights(controls, len(styles), mask, (h, w), content.padded.shape[-2:])
@@ -239,7 +243,8 @@ class Stylizer:
         def fuse(style_tokens: Tensor) -> Tensor:  # the last use may overwrite the tokens (memory.md)
             nonlocal uses
             uses -= 1
-            return model.fuse(content.tokens, style_tokens, self._generators(seeds), overwrite=consume and not uses)
+            return self.stages.fuse(content.tokens, style_tokens, self._generators(seeds),
+                                    overwrite=consume and not uses)
 
         fused = None
         for style_tokens, weight in used:
@@ -247,9 +252,9 @@ class Stylizer:
             part = part if isinstance(weight, float) and weight == 1.0 else part * weight
             fused = part if fused is None else fused + part
         if controls.alpha < 1:
-            identity = fuse(model.encode_style(content.padded))
+            identity = fuse(self.stages.encode_style(content.padded))
             fused = identity if fused is None else controls.alpha * fused + (1 - controls.alpha) * identity
-        return self.decode(fused)[..., :h, :w]
+        return self.stages.decode(fused)[..., :h, :w]
 
     def stylize_tensor(self, content: Tensor, styles: Sequence[Tensor], controls: Controls | None = None,
                        seeds: Sequence[int] | None = None, mask: ImageLike | None = None) -> Tensor:

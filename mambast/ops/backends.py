@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from . import cross_scan as _cross
+from . import custom_ops  # registers torch.ops.mambast.scan_lowrank_cpu (used while compiling)
 
 BACKENDS = ("auto", "ref", "torch", "cpu", "mamba_ssm", "triton")
 
@@ -84,6 +85,9 @@ class ScanBackend:
             from .scan_cpu import lowrank_native_ok, selective_scan_cpu_lowrank
 
             if lowrank_native_ok((u, dt_low, dt_weight, A, B, C, D, delta_bias), A, B):
+                if _compiling():  # the custom op: one graph under torch.compile (custom_ops.py); a fresh output
+                    return torch.ops.mambast.scan_lowrank_cpu(u, dt_low, dt_weight, A, B, C, D, delta_bias,
+                                                              delta_softplus)
                 return selective_scan_cpu_lowrank(u, dt_low, dt_weight, A, B, C, D, delta_bias, delta_softplus,
                                                   out=out)
         batch, channels, length = u.shape
@@ -140,6 +144,12 @@ class ScanBackend:
 
 
 _TABLE = {name: ScanBackend(name) for name in BACKENDS if name != "auto"}
+
+
+def _compiling() -> bool:
+    """Whether torch.compile is tracing this call and the native scan's custom op is registered."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return custom_ops.AVAILABLE and is_compiling is not None and is_compiling()
 
 
 def _native_cpu_ok() -> bool:
