@@ -89,13 +89,19 @@ def stylize_frames(stylizer: Stylizer, frames: Iterable[np.ndarray], style, cont
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     controls = video_controls(controls)
+    stages: list = []
 
     def stage(items: Iterator, depth: int, name: str) -> Iterator:
-        return background(items, depth, name) if overlap else items
+        stages.append(background(items, depth, name) if overlap else items)
+        return stages[-1]
 
-    batches = stage(_prepared(stylizer, frames, batch_size), 2, "mambast-video-read")
-    outputs = stage(_stylized(stylizer, batches, style, controls), 2, "mambast-video-model")
-    yield from stage(_blended(outputs, stability), 2 * batch_size, "mambast-video-blend")
+    try:
+        batches = stage(_prepared(stylizer, frames, batch_size), 2, "mambast-video-read")
+        outputs = stage(_stylized(stylizer, batches, style, controls), 2, "mambast-video-model")
+        yield from stage(_blended(outputs, stability), 2 * batch_size, "mambast-video-blend")
+    finally:  # downstream first, each joined before the next is closed (a traceback may keep them all alive)
+        for s in reversed(stages):
+            s.close()
 
 
 def _prepared(stylizer: Stylizer, frames: Iterable, batch_size: int) -> Iterator[tuple[list[np.ndarray], Tensor]]:
