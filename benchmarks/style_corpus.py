@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from memory import cpu_name  # benchmarks/memory.py (this folder is on sys.path when run as a script)
 from PIL import Image
 
 from mambast.errors import UserError
@@ -79,17 +79,6 @@ def contact_sheet(out: Path, rows: list[dict], grid: Path, cols: int, n_rows: in
         sheet.paste(im, ((k % cols) * thumb, (k // cols) * thumb))
     grid.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(grid, quality=85, optimize=True)
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# hue offsets (turns) of the classic colour schemes around a base hue
+# hue offsets (turns) of the classic colour schemes around a base hue, and how often each is drawn ("free":
+# independent random hues); coherent schemes dominate, as in most paintings
 SCHEMES: dict[str, tuple[float, ...]] = {
     "analogous": (0.0, 0.06, -0.06, 0.12),
     "complementary": (0.0, 0.5, 0.03, 0.47),
@@ -17,7 +18,9 @@ SCHEMES: dict[str, tuple[float, ...]] = {
     "triadic": (0.0, 1 / 3, 2 / 3),
     "tetradic": (0.0, 0.25, 0.5, 0.75),
     "mono": (0.0,),
+    "free": (),
 }
+SCHEME_P = (0.25, 0.2, 0.12, 0.1, 0.05, 0.18, 0.1)
 
 
 def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -32,12 +35,12 @@ def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def random_palette(rng: np.random.Generator, n: int | None = None, hue: float | None = None) -> np.ndarray:
-    """A palette of n (default 3..7) colours: a scheme (analogous, complementary, split, triadic, tetradic,
-    mono or free) around a base hue uniform on the circle (or `hue`, turns), with a shared saturation level
-    (muted to vivid) and values spread from dark to light. Returns float32 (n, 3) RGB in [0, 1]."""
+    """A palette of n (default 3..7) colours: a scheme (SCHEMES, drawn with SCHEME_P) around a base hue uniform
+    on the circle (or `hue`, turns), with a shared saturation level (muted to vivid) and values spread from
+    dark to light. Returns float32 (n, 3) RGB in [0, 1]."""
     n = int(rng.integers(3, 8)) if n is None else n
     base = rng.random() if hue is None else hue
-    scheme = rng.choice([*SCHEMES, "free"])
+    scheme = str(rng.choice(list(SCHEMES), p=SCHEME_P))
     offsets = rng.random(n) if scheme == "free" else np.resize(np.array(SCHEMES[scheme]), n)
     h = base + offsets + rng.normal(0, 0.02, n)
     sat_level = rng.uniform(0.35, 1.0)
