@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
+
+import numpy as np
 
 from .errors import UserError
 
@@ -52,6 +55,11 @@ class MambaSTConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "cnn_channels", tuple(int(c) for c in self.cnn_channels))
+        for f in ("d_model", "d_state", "expand", "dt_rank", "patch_size", "content_layers", "style_layers",
+                  "decoder_layers"):  # numpy integers are integers too (stored as int: JSON, equality)
+            value = getattr(self, f)
+            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+                object.__setattr__(self, f, int(value))
         counts = {"d_model": self.d_model, "d_state": self.d_state, "expand": self.expand,
                   "content_layers": self.content_layers, "style_layers": self.style_layers,
                   "decoder_layers": self.decoder_layers}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -359,8 +360,8 @@ def load_image(path: str | Path, size_hint: int | tuple[int, int] | None = None)
     """
     if size_hint is None:
         return _read(path, None)
-    if isinstance(size_hint, int):
-        return _read(path, lambda w, h: plan_size(w, h, size_hint, max_aspect=math.inf))
+    if isinstance(size_hint, numbers.Integral):  # numpy integers too (a tuple() of one was a "corrupt image")
+        return _read(path, lambda w, h: plan_size(w, h, int(size_hint), max_aspect=math.inf))
     return _read(path, lambda w, h: tuple(size_hint))
 
 

@@ -112,3 +112,21 @@ def test_numbers_from_numpy_and_a_long_lived_cache_never_change_an_output(tmp_pa
     fresh = mambast.Stylizer(model, size=16).stylize(content, style, mambast.Controls(seed=1, alpha=0.5,
                                                                                     style_size=16))
     assert again.tobytes() == fresh.tobytes()
+
+
+def test_numpy_integers_in_the_model_config_and_the_reader():
+    """issue 25 kind 3, beyond the controls: MambaSTConfig refused np.int64 with "must be an integer >= 1, got
+    np.int64(128)", and load_image took an np.int64 size hint for a (w, h) pair ("corrupt image")."""
+    import json
+
+    import numpy as np
+
+    from mambast.images import load_image
+
+    config = mambast.MambaSTConfig.preset("tiny", d_model=np.int64(64), patch_size=np.int32(8))
+    assert config == mambast.MambaSTConfig.preset("tiny") and type(config.d_model) is int
+    json.dumps(config.to_dict())  # plain ints: a checkpoint's config stays JSON
+    with pytest.raises(mambast.UserError, match="^d_model must be an integer >= 1, got True$"):
+        mambast.MambaSTConfig(d_model=True)
+    path = Path(mambast.__file__).parent / "assets" / "examples" / "astronaut.jpg"
+    assert load_image(path, size_hint=np.int64(64)).size == load_image(path, size_hint=64).size
