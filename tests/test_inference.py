@@ -274,6 +274,7 @@ def test_numbers_from_numpy_are_numbers(tiny):
     ("style_weights", [0.5, True], "style_weights must be a sequence of numbers >= 0, got True (bool)"),
     ("style_weights", "12", "style_weights must be a sequence of numbers, got '12' (str)"),
     ("shuffle", "no", "shuffle must be True or False, got 'no' (str)"),
+    ("style_weights", (1e308, 1e308), "style_weights must be non-negative numbers with a positive, finite sum"),
 ])
 def test_bad_numbers_are_one_line_naming_the_field(field, value, message):
     with pytest.raises(UserError) as e:

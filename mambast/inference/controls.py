@@ -11,6 +11,7 @@ before the CNN decoder), so each output is decoded once:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -64,8 +65,9 @@ class Controls:
         set_("alpha", check_number(self.alpha, "alpha", 0, 1))
         if self.style_weights is not None:
             weights = check_numbers(self.style_weights, "style_weights", low=0)
-            if sum(weights) <= 0:
-                raise UserError(f"style_weights must be non-negative numbers with a positive sum, got {weights}")
+            if not 0 < sum(weights) < math.inf:  # 1e308 twice overflows: the normalised weights would be NaN
+                raise UserError(f"style_weights must be non-negative numbers with a positive, finite sum, got "
+                                f"{weights}")
             set_("style_weights", weights)
         if self.preserve_color not in (None, *COLOR_METHODS):
             raise UserError(f"preserve_color must be None or one of {', '.join(COLOR_METHODS)}, "
