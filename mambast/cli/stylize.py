@@ -34,7 +34,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=512,
                    help="resize the content's short side to N px (default 512, the paper's); 0 keeps its size")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                   help="refuse a content whose planned size is over N pixels (default 4096 x 4096; 0: no limit)")
+                   help="refuse a content or a --style-size whose planned size is over N pixels; a batch holds "
+                        "at most N pixels (default 4096 x 4096; 0: no limit)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default; under torchrun: one "
                                                     "GPU per process)")
     from ..inference.precision import DEFAULT_PRECISION, PRECISION_HELP, PRECISIONS

@@ -30,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--share", type=_bool, default=False, metavar="true|false",
                    help="also open a public link through Gradio's share servers (default false)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"refuse content planned above N pixels (default {DEFAULT_MAX_PIXELS}; 0: no limit)")
+                   help=f"refuse a content or style size planned above N pixels (default {DEFAULT_MAX_PIXELS}; "
+                        "0: no limit)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.set_defaults(func=run)
 
