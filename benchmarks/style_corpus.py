@@ -66,7 +66,7 @@ def write_corpus(corpus: StyleCorpus, out: Path, start: int, count: int, workers
         _init_worker(corpus)
         rows = [_write_one(j) for j in jobs]
     else:
-        with get_context("fork").Pool(workers, _init_worker, (corpus,)) as pool:
+        with get_context().Pool(workers, _init_worker, (corpus,)) as pool:
             rows = pool.map(_write_one, jobs, chunksize=8)
     return rows, time.perf_counter() - t0
 

@@ -199,5 +199,11 @@ def test_script_writes_images_manifest_and_summary(dev_tree, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["count"] == 12 and sum(summary["families"].values()) == 12 and summary["images_per_s"] > 0
     assert Image.open(grid).size == (80, 60)
+    out2 = tmp_path / "corpus2"  # two processes, in two parts: the same files
+    for start, count in ((0, 5), (5, 7)):
+        assert style_corpus.main(["--out", str(out2), "--start", str(start), "--count", str(count), "--seed", "2",
+                                  "--size", "40", "--dev", str(dev_tree), "--no-packages", "--workers", "2"]) == 0
+    for r in rows:
+        assert (out2 / r["file"]).read_bytes() == (out / r["file"]).read_bytes()
     assert style_corpus.main(["--out", str(out), "--count", "1", "--dev", str(dev_tree.parent / "eval")]) == 2
     assert "style_corpus: error: dev" in capsys.readouterr().err

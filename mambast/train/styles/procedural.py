@@ -64,7 +64,7 @@ def picture(size: int, rng: np.random.Generator, sources: Sources, palette: np.n
     if pool and rng.random() < p_source:
         path = pool[int(rng.integers(len(pool)))]
         img = random_crop(load_rgb(path), size, rng, (0.3, 1.0))
-        params: dict = {"picture": path.name if path in sources.photos else f"painting {path.name}"}
+        params: dict = {"picture": f"{'photo' if path in sources.photos else 'painting'} {path.name}"}
         if rng.random() < 0.5:
             img, rc = recolour(img, rng)
             params.update(rc)
