@@ -137,3 +137,21 @@ def test_run_options_take_numbers_of_any_type_and_batches_hold_at_most_the_pixel
     monkeypatch.setattr(mambast.Stylizer, "render", spy)
     report = run_jobs(mambast.load(ckpt), jobs, tmp_path / "out", options)
     assert len(report.written) == 4 and sizes == [2, 2]  # 4 x 32 x 32 px would be over 2048 px: two batches
+
+
+def test_video_frames_take_numbers_of_any_type_and_refuse_a_fractional_batch():
+    """stylize_frames(batch_size=2.5) ran the whole video as one batch (len(batch) == 2.5 never held)."""
+    from mambast.video.stylize import stylize_frames
+
+    model = mambast.MambaST(mambast.MambaSTConfig.preset("tiny")).eval()
+    engine = mambast.Stylizer(model, size=None)
+    frames = [np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8) for i in range(3)]
+    style = Image.new("RGB", (16, 16), (200, 100, 0))
+    plain = list(stylize_frames(engine, frames, style, batch_size=2, stability=0, overlap=False))
+    numpy = list(stylize_frames(engine, frames, style, batch_size=np.int64(2), stability=np.float32(0),
+                                overlap=False))
+    assert len(plain) == 3 and all(np.array_equal(a, b) for a, b in zip(plain, numpy, strict=True))
+    for kwargs, message in (({"batch_size": 2.5}, "batch_size must be a whole number >= 1, got 2.5"),
+                            ({"stability": 1.5}, "stability must be a number in [0, 1], got 1.5")):
+        with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+            list(stylize_frames(engine, frames, style, **{"batch_size": 2, "stability": 0, **kwargs}))

@@ -27,6 +27,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..images import pixels_to_uint8, plan_size, to_tensor, unit_to_uint8
 from ..inference import Controls, Stylizer
+from ..inference.values import check_number
 from .io import FolderReader, FolderWriter, VideoError, VideoReader, VideoWriter, check_paths, is_video_path, warn
 from .pipeline import background
 from .stabilise import Stabiliser
@@ -86,8 +87,8 @@ def stylize_frames(stylizer: Stylizer, frames: Iterable[np.ndarray], style, cont
     overlap: run the stages in threads (`pipeline.background`): reading `frames` and preparing batches, the
     model, the flow blend, each while the consumer (an encoder) takes the previous outputs. The outputs are
     the same either way; False runs everything in the caller's thread, one step after the other."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_number(batch_size, "batch_size", 1, whole=True)  # 2.5 was one batch of the whole video
+    stability = check_number(stability, "stability", 0, 1)
     controls = video_controls(controls)
     stages: list = []
 
