@@ -137,7 +137,8 @@ def main() -> None:
                         "runs_with_threads_left": sum(r["threads_left"] > 0 for r in counted),
                         "median_seconds": sorted(r["seconds"] for r in rs)[len(rs) // 2],
                         "failures": [r["stderr_tail"] for r in rs if r["rc"]][:5]}
-    record = {"command": " ".join(["python", "benchmarks/torchrun_exit.py", *sys.argv[1:]]),
+    argv = [_label(a) if a in srcs else a for a in sys.argv[1:]]  # commits, not machine paths
+    record = {"command": " ".join(["python", "benchmarks/torchrun_exit.py", *argv]),
               "job": args.command, "nproc": args.nproc, "cpu": _cpu(), "cores": os.cpu_count(),
               "load_average_at_end": os.getloadavg(), "python": platform.python_version(),
               "torch": subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
