@@ -260,6 +260,8 @@ def test_numbers_from_numpy_are_numbers(tiny):
     c = Controls(alpha=np.float32(0.25), seed=np.uint64(7), style_size=np.int32(12), style_weights=np.arange(1, 3))
     assert (c.alpha, c.seed, c.style_size, c.style_weights) == (0.25, 7, 12, (1.0, 2.0))
     assert all(type(v) in (int, float) for v in (c.alpha, c.seed, c.style_size, *c.style_weights))
+    t = Controls(alpha=torch.linspace(0, 1, 5)[1], seed=torch.tensor(7), style_weights=torch.tensor([1.0, 2.0]))
+    assert (t.alpha, t.seed, t.style_weights) == (0.25, 7, (1.0, 2.0))  # a torch sweep too
 
 
 @pytest.mark.parametrize("field, value, message", [

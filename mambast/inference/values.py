@@ -1,10 +1,11 @@
 """Numbers users give (API arguments, CLI flags, web-form fields), checked and normalised in one place.
 
 A number is any real numeric type a user's code produces: Python int/float, numpy scalars (np.int64,
-np.float32...), 0-d numpy arrays, anything registered as `numbers.Real`. Bools (Python or numpy) are not
-numbers. Sequences of numbers may be lists, tuples or 1-d numpy arrays. Every check returns plain Python
-values (int or float) and raises a one-line UserError naming the field otherwise; the message shows what was
-given as the number it is (or its type when it is no number), so it never contradicts itself.
+np.float32...), 0-d numpy arrays and torch tensors, anything registered as `numbers.Real`. Bools (Python,
+numpy or torch) are not numbers. Sequences of numbers may be lists, tuples, 1-d numpy arrays or tensors.
+Every check returns plain Python values (int or float) and raises a one-line UserError naming the field
+otherwise; the message shows what was given as the number it is (or its type when it is no number), so it
+never contradicts itself.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from ..errors import UserError
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 
 
+def _scalar(value: object) -> object:
+    """A numpy scalar, 0-d numpy array or 0-d torch tensor as the Python value it holds; anything else as is."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        return value.item()
+    return value
+
+
 def as_number(value: object) -> int | float | None:
     """`value` as a Python int (integral types) or float (other reals); None when it is no real number
     (bools, strings, complex, arrays of more than one value...)."""
-    if isinstance(value, np.ndarray):
-        if value.ndim != 0 or value.dtype.kind not in "iuf":
-            return None
-        value = value.item()
+    value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         return None
     return int(value) if isinstance(value, numbers.Integral) else float(value)
@@ -46,8 +51,7 @@ def shown(value: object) -> str:
     x = as_number(value)
     if x is not None:
         return repr(x)
-    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
-        value = value.item()  # np.True_ -> True
+    value = _scalar(value)  # np.True_ -> True
     text = repr(value)
     text = text if len(text) <= 60 else text[:57] + "..."
     return f"{text} ({type(value).__name__})"
