@@ -57,14 +57,14 @@ def test_a_failed_allocation_skips_its_pairs_in_one_line(tmp_path, ckpt, monkeyp
     model = mambast.load(ckpt)
     jobs = pair_jobs(named(contents, tmp_path), named([style], tmp_path), ext="png", seed=0, shuffle=True,
                      draw=None)
-    render = mambast.Stylizer.render
+    render = mambast.Stylizer._render  # what render() and the folder runner both call
 
     def starved(self, content, *args, **kwargs):  # the 24 x 24 content's pair: what torch's CPU allocator says
         if content.image.shape[-2] == 24:
             raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 123456789 bytes.")
         return render(self, content, *args, **kwargs)
 
-    monkeypatch.setattr(mambast.Stylizer, "render", starved)
+    monkeypatch.setattr(mambast.Stylizer, "_render", starved)
     errors: list[str] = []
     report = run_jobs(model, jobs, tmp_path / "out", RunOptions(size=None, progress=False, on_error=errors.append))
     assert [p.name for p in report.written] == ["c0_stylized_s.png"]  # the other pair went on
@@ -128,13 +128,13 @@ def test_run_options_take_numbers_of_any_type_and_batches_hold_at_most_the_pixel
     style = _write(tmp_path / "s.png", 9, 32, 32)
     jobs = pair_jobs(named(contents, tmp_path), named([style], tmp_path), ext="png", seed=0)
     sizes: list[int] = []
-    render = mambast.Stylizer.render
+    render = mambast.Stylizer._render  # what render() and the folder runner both call
 
     def spy(self, content, *args, **kwargs):
         sizes.append(content.image.shape[0])
         return render(self, content, *args, **kwargs)
 
-    monkeypatch.setattr(mambast.Stylizer, "render", spy)
+    monkeypatch.setattr(mambast.Stylizer, "_render", spy)
     report = run_jobs(mambast.load(ckpt), jobs, tmp_path / "out", options)
     assert len(report.written) == 4 and sizes == [2, 2]  # 4 x 32 x 32 px would be over 2048 px: two batches
 
