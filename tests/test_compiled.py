@@ -11,7 +11,7 @@ from test_model import lively_
 from mambast import MambaST, MambaSTConfig
 from mambast.images import to_tensor
 from mambast.inference import Controls, Stylizer
-from mambast.inference.compiled import CompiledStages, EagerStages, inductor_cache_dir
+from mambast.inference.compiled import CompiledStages, EagerStages, inductor_cache_dir, prepare_compilation
 from mambast.ops import custom_ops, scan_cpu
 
 pytestmark = pytest.mark.skipif(not (custom_ops.AVAILABLE and scan_cpu.native_available()),
@@ -45,6 +45,7 @@ def test_custom_op_equals_the_kernel_and_has_a_fake():
 
 
 def test_model_traces_in_one_graph(tiny):
+    prepare_compilation()
     x = torch.rand(1, 3, 32, 40)
     with torch.inference_mode():
         for fn in (tiny.encode_content, tiny.encode_style):

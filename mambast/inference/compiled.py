@@ -30,10 +30,16 @@ def inductor_cache_dir() -> Path:
     return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir() / "inductor")
 
 
-def use_persistent_cache() -> None:
-    """Point inductor's caches at `inductor_cache_dir()` (unless the user chose a folder) and turn on its FX
-    graph cache, before the first compilation of the process."""
+def prepare_compilation() -> None:
+    """Before the first compilation of the process: point inductor's caches at `inductor_cache_dir()` (unless
+    the user chose a folder), turn on its FX graph cache, and mark the native scan's availability probes as
+    constants for dynamo (their answers cannot change within a process but through MAMBAST_NO_NATIVE, read
+    when a graph is traced)."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
+    from ..ops import scan_cpu
+
+    for probe in (scan_cpu.native_available, scan_cpu.max_state):  # constants while tracing (no ctypes in graphs)
+        torch.compiler.assume_constant_result(probe)  # marks the function (imports dynamo: only when compiling)
     try:
         import torch._inductor.config as inductor_config
 
@@ -49,7 +55,7 @@ class CompiledStages:
     overwrite)` eager; the same signatures as the eager ones (MambaST and the engine's decoder)."""
 
     def __init__(self, model: MambaST, decode: Callable[[Tensor], Tensor]):
-        use_persistent_cache()
+        prepare_compilation()
         self.encode_content = torch.compile(model.encode_content, dynamic=False)
         self.encode_style = torch.compile(model.encode_style, dynamic=False)
         self.fuse = model.fuse  # eager: compiled, it measured no faster (bf16, 512 px: 0.198 vs 0.183 s)

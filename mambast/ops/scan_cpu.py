@@ -147,14 +147,6 @@ def _library() -> ctypes.CDLL | None:
     return lib
 
 
-def _assume_constant(fn):
-    """`fn` as a constant for torch.compile (its result cannot change within a process, except through
-    MAMBAST_NO_NATIVE, which is read when the graph is traced)."""
-    assume = getattr(getattr(torch, "compiler", None), "assume_constant_result", None)
-    return assume(fn) if assume is not None else fn
-
-
-@_assume_constant
 def native_available() -> bool:
     """True if the native kernel is usable here (compiler present, build OK) and MAMBAST_NO_NATIVE is not set."""
     if os.environ.get("MAMBAST_NO_NATIVE", "") not in ("", "0"):
@@ -162,7 +154,6 @@ def native_available() -> bool:
     return _library() is not None
 
 
-@_assume_constant
 def max_state() -> int:
     """The largest state size N the loaded kernel takes (its MST_NMAX, read from the library; 0 when the kernel
     is unavailable). Larger N (unused by Mamba-ST) goes to the pure-torch scan."""
