@@ -137,3 +137,18 @@ def test_bundled_model_is_loaded_once():
     content, style = Image.new("RGB", (16, 16), (90, 30, 30)), Image.new("RGB", (16, 16), (10, 10, 240))
     mambast.stylize(None, content, style, size=None, seed=0)
     assert api.bundled_model() in api._ENGINES
+
+
+@pytest.mark.parametrize("argv", [["stylize", "--content", "c.jpg", "--style", "s.jpg", "--output", "out"],
+                                  ["video", "in.mp4", "--style", "s.jpg", "--output", "out.mp4"]])
+def test_cli_precision_flag_reads_the_one_list(argv, capsys):
+    from mambast.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(argv).precision == "auto"
+    for choice in PRECISIONS:
+        assert parser.parse_args([*argv, "--precision", choice]).precision == choice
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args([*argv, "--precision", "fp64"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'fp64'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    from ..inference.precision import DEFAULT_PRECISION, PRECISION_HELP, PRECISIONS
     from ..video.stylize import DEFAULT_SEED, DEFAULT_STABILITY
     from .controls import add_control_arguments
 
@@ -32,6 +33,7 @@ def register(sub) -> None:
                    help="published-weights folder, .safetensors file or training run folder "
                         "(default: the model bundled with the package)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output video, or write frames into a folder that is not empty (its "
                         "old frame_*.png are removed first); without it both are refused")
@@ -72,8 +74,9 @@ def run(args) -> int:
     controls = controls_from_args(args)
     style = load_image(args.style)  # checked (one line naming the file) before the model loads
     model = load(args.checkpoint, device=resolve_device(args.device))
+    engine = Stylizer(model, size=args.size or None, precision=args.precision)
     with sigterm_as_interrupt():  # kill, docker stop, systemd: like Ctrl-C, no temporary file is left
-        report = stylize_video(Stylizer(model, size=args.size or None), args.input, style, args.output, controls,
+        report = stylize_video(engine, args.input, style, args.output, controls,
                                batch_size=args.batch_size, stability=args.stability, rate=rate,
                                progress=not args.quiet, overwrite=args.overwrite)
     fps = report.frames / report.seconds if report.seconds > 0 else float("nan")
