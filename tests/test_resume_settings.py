@@ -174,3 +174,9 @@ def test_stamps_in_png_and_jpeg_and_every_setting_changes_them(data):
     assert Stamper(model, **{**plain, "jpeg_quality": 50}).stamp(job).made_with == made[0]  # PNG: no quality
     assert Stamper(model, **{**plain, "size": 0}).stamp(job).made_with == made[0]  # 0 and None: own size
     assert Stamper(_model(scale=7.0), **plain).stamp(job).made_with != made[0]
+    # "auto" is recorded as what it resolves to (bf16 or fp32 by device and model), not as "auto"
+    from mambast.inference.precision import resolve_precision
+
+    resolved = resolve_precision("auto", torch.device("cpu"), model.config)
+    auto = Stamper(model, **{**plain, "precision": "auto"}).stamp(job).made_with
+    assert auto == Stamper(model, **{**plain, "precision": resolved}).stamp(job).made_with

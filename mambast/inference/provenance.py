@@ -7,7 +7,8 @@ Every output of a folder/dataset run carries a stamp (a PNG text chunk or a JPEG
 
 `made_with` is a SHA-256 over everything that changes the pixels apart from the seed: the model (its
 architecture and every weight), the bytes of the content and style files, the size policy, every
-`Controls` field but the seed (a mask by its pixels), the precision and the output format (JPEG: quality).
+`Controls` field but the seed (a mask by its pixels), the precision ("auto" as resolved for this model on
+this device) and the output format (JPEG: quality).
 It leaves out what changes only float rounding (device, batch size, number of processes, decode workers)
 and what only refuses inputs (max_pixels). A job whose seed the user did not choose (drawn at random, as
 `mambast stylize` does without --seed) accepts any recorded seed.
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 
 from .controls import Controls
+from .precision import resolve_precision
 from .worklist import Job
 
 KEY = "mambast"
@@ -85,7 +87,7 @@ class Stamper:
             "model": model_digest(model),
             "size": size or None,
             "controls": _controls_record(controls),
-            "precision": precision,
+            "precision": _resolved(precision, model),
             "format": image_format,
             "jpeg_quality": jpeg_quality if image_format == "JPEG" else None,
         }
@@ -131,6 +133,15 @@ def model_digest(model: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _resolved(precision: str, model: torch.nn.Module) -> str:
+    """The concrete precision the engine will run ("auto" differs by device and model, so it is resolved)."""
+    config = getattr(model, "config", None)
+    if precision != "auto" or config is None:
+        return precision
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return resolve_precision(precision, device, config)
 
 
 def _controls_record(controls: Controls) -> dict:
