@@ -10,7 +10,7 @@ architecture and every weight), the bytes of the content and style files, the si
 `Controls` field but the seed (a mask by its pixels), the precision ("auto" as resolved for this model on
 this device) and the output format (JPEG: quality).
 It leaves out what changes only float rounding (device, batch size, number of processes, decode workers)
-and what only refuses inputs (max_pixels). A job whose seed the user did not choose (drawn at random, as
+and what only refuses inputs (max_pixels), and the mambast version. A job whose seed the user did not choose (drawn at random, as
 `mambast stylize` does without --seed) accepts any recorded seed.
 """
 
