@@ -9,9 +9,9 @@ Every output of a folder/dataset run carries a stamp (a PNG text chunk or a JPEG
 architecture and every weight), the bytes of the content and style files, the size policy, every
 `Controls` field but the seed (a mask by its pixels), the precision ("auto" as resolved for this model on
 this device) and the output format (JPEG: quality).
-It leaves out what changes only float rounding (device, batch size, number of processes, decode workers)
-and what only refuses inputs (max_pixels), and the mambast version. A job whose seed the user did not choose (drawn at random, as
-`mambast stylize` does without --seed) accepts any recorded seed.
+It leaves out what changes only float rounding (device, batch size, number of processes, decode workers),
+what only refuses inputs (max_pixels), and the mambast version. A job whose seed the user did not choose
+(drawn at random, as `mambast stylize` does without --seed) accepts any recorded seed.
 """
 
 from __future__ import annotations
