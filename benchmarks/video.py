@@ -15,19 +15,30 @@ Scores: short-term (t, t+1) and long-term (t, t+10) warping error (`mambast.metr
 the inputs: not comparable with FlowNet2/RAFT tables); for the camera clip also with the exact flow of the
 known camera path; the paper's style and content losses (`mambast.losses`) of every 3rd output frame against
 the style image and the input frame, with the VGG-16 given by --vgg (HED-converted: `mambast weights
-convert-hed`), else a VGG-16 with RANDOM weights (labelled so in the output). frames/s: the model alone
-(batches of 4) and the whole `mambast video` pipeline (decode, model, flow blend, H.264 encode) at 256 and 512 px.
+convert-hed`), else a VGG-16 with RANDOM weights (labelled so in the output).
 
-    python benchmarks/video.py --vgg vgg16_hed.pth --json benchmarks/results/video.json
+Frames/s (first, alone with --throughput-only): the camera clip as an H.264 MP4 at 256 and 512 px short side;
+the model calls alone (batches of 4, frames decoded and resized beforehand; in the caller's thread and in a
+fresh thread, where the pipeline runs it) and the whole `mambast video` pipeline (decode, model, flow blend at
+the default --stability, H.264 encode) with its stages overlapped in threads (the default) and one after the
+other; the four alternated in each round, medians over rounds; CPU seconds per frame (all threads) beside.
+
+    python benchmarks/video.py --throughput-only --json-throughput benchmarks/results/video_throughput_cpu.json
+    OMP_WAIT_POLICY=passive python benchmarks/video.py --throughput-only \
+        --json-throughput benchmarks/results/video_throughput_cpu_passive.json
+    python benchmarks/video.py --vgg vgg16_hed.pth --fps-sizes "" --json benchmarks/results/video.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -36,18 +47,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mambast.images import load_image  # noqa: E402
+from mambast.images import load_image, plan_size, to_tensor  # noqa: E402
 from mambast.inference import Controls, Stylizer  # noqa: E402
 from mambast.inference.engine import draw_seed  # noqa: E402
 from mambast.io import load  # noqa: E402
 from mambast.losses import content_loss, style_loss  # noqa: E402
 from mambast.metrics.warping import warping_error  # noqa: E402
 from mambast.nets.vgg import load_vgg  # noqa: E402
-from mambast.video import VideoWriter, stylize_video  # noqa: E402
+from mambast.video import VideoReader, VideoWriter, stylize_video  # noqa: E402
 from mambast.video.stabilise import Stabiliser  # noqa: E402
 
 DEV = REPO.parent / "shared" / "images" / "dev"
@@ -167,19 +179,110 @@ def losses(vgg, clip, outs, style_img, every: int = 3) -> tuple[float, float]:
     return s_sum / len(idx), c_sum / len(idx)
 
 
-def pipeline_fps(model, size: int, frames: int, style, stability: float) -> float:
-    """Frames/s of the whole `mambast video` path (decode, model in batches of 4, blend, H.264 encode) on a
-    short camera clip upscaled to `size` px short side."""
+def _clip_file(folder: Path, size: int, frames: int) -> Path:
+    """The camera clip upscaled to `size` px short side (H.264 in an MP4, what users give `mambast video`)."""
     clip, _ = camera_clip(DEV / "content" / "00.jpg", frames)
+    src = folder / f"in_{size}.mp4"
+    width = round(W * size / H)
+    with VideoWriter(src, Fraction(30000, 1001), width, size) as w:
+        for f in clip:
+            w.write(cv2.resize(f, (width, size), interpolation=cv2.INTER_LINEAR))
+    return src
+
+
+def model_only_fps(stylizer: Stylizer, src: Path, style, batch: int = 4) -> tuple[float, float]:
+    """(frames/s, CPU s per frame: all threads) of the model calls alone, as `mambast video` makes them
+    (batches of `batch`, style encoded once, one shuffle seed): frames decoded and resized beforehand, not
+    timed."""
+    with VideoReader(src) as r:
+        images = [stylizer.prepare_content(Image.fromarray(f)) for f in r.frames()]
+    x_all = torch.stack([to_tensor(im) for im in images])
+    controls = Controls(seed=0)
+    tokens = stylizer.style_tokens(style, stylizer.grid(*images[0].size), controls, x_all[0])
+    start, cpu = time.perf_counter(), time.process_time()
+    for k in range(0, len(x_all), batch):
+        out = stylizer.render(stylizer.encode_content(x_all[k: k + batch]), [tokens], controls)
+        out.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    return len(x_all) / (time.perf_counter() - start), (time.process_time() - cpu) / len(x_all)
+
+
+def in_thread(fn, *args):
+    """fn(*args) in a fresh thread, as `mambast video` runs the model (see `throughput`), -> its result."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(fn(*args)))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def pipeline_fps(stylizer: Stylizer, src: Path, style, stability: float, overlap: bool) -> tuple[float, float]:
+    """(frames/s, CPU s per frame) of the whole `mambast video` path (decode, model in batches of 4, flow blend,
+    H.264 encode), stages overlapped in threads or one after the other (`overlap`)."""
+    cpu = time.process_time()
+    report = stylize_video(stylizer, src, style, src.with_name("out.mp4"), Controls(), batch_size=4,
+                           stability=stability, progress=False, overwrite=True, overlap=overlap)
+    return report.frames / report.seconds, (time.process_time() - cpu) / report.frames
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform says."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+# The model alone in the caller's thread and in a fresh one (where the overlapped pipeline runs it): under
+# load, OpenMP's spin-waiting made the main thread's calls several times slower (OMP_WAIT_POLICY=passive
+# removes the difference); the ratios use the faster of the two.
+VARIANTS = ("model only (main thread)", "model only (worker thread)", "pipeline, overlapped", "pipeline, serial")
+
+
+def throughput(model, sizes: list[int], frames: int, rounds: int, style, stability: float) -> list[dict]:
+    """Per size: model-only, pipeline (overlapped) and pipeline (serial) frames/s, the three alternated within
+    each round (the machine is shared: alternating spreads the load over all three); medians over rounds."""
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "in.mp4"
-        scale = size / H
-        with VideoWriter(src, Fraction(30000, 1001), round(W * scale), size) as w:
-            for f in clip:
-                w.write(cv2.resize(f, (round(W * scale), size), interpolation=cv2.INTER_LINEAR))
-        report = stylize_video(Stylizer(model, size=size), src, style, Path(tmp) / "out.mp4", Controls(),
-                               batch_size=4, stability=stability, progress=False)
-    return report.frames / report.seconds
+        for size in sizes:
+            src = _clip_file(Path(tmp), size, frames)
+            stylizer = Stylizer(model, size=size)  # one engine: the style encoding is cached for every run
+            pipeline_fps(stylizer, src, style, stability, True)  # warm-up (caches, allocator, threads)
+            runs: dict[str, list[float]] = {k: [] for k in VARIANTS}
+            cpu: dict[str, list[float]] = {k: [] for k in runs}
+            for r in range(rounds):
+                for name in runs:
+                    if name.startswith("model only"):
+                        run = (in_thread if name.endswith("thread)") else lambda f, *a: f(*a))
+                        fps, cpu_s = run(model_only_fps, stylizer, src, style)
+                    else:
+                        fps, cpu_s = pipeline_fps(stylizer, src, style, stability, name.endswith("overlapped"))
+                    runs[name].append(fps)
+                    cpu[name].append(cpu_s)
+                print(f"  [{size} px, round {r + 1}] " + ", ".join(
+                    f"{k} {v[-1]:.3f} frames/s ({cpu[k][-1]:.3f} CPU s/frame)" for k, v in runs.items()), flush=True)
+            with VideoReader(src) as rd:
+                w, h = plan_size(rd.info.width, rd.info.height, size)
+            med = {k: float(np.median(v)) for k, v in runs.items()}
+            best = max(med["model only (main thread)"], med["model only (worker thread)"])  # the faster
+            rows.append({"size": size, "frame": [w, h], "frames": frames, "rounds": rounds,
+                         "stability": stability, "fps": runs, "median_fps": med, "cpu_s_per_frame": cpu,
+                         "median_cpu_s_per_frame": {k: float(np.median(v)) for k, v in cpu.items()},
+                         "overlapped_vs_model": med["pipeline, overlapped"] / best,
+                         "serial_vs_model": med["pipeline, serial"] / best,
+                         "precision": getattr(stylizer, "precision", "fp32")})
+    return rows
+
+
+def throughput_table(rows: list[dict]) -> str:
+    lines = ["| output frame | model only, main thread (frames/s) | model only, worker thread | whole pipeline, "
+             "overlapped | vs model | whole pipeline, serial | vs model |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = r["median_fps"]
+        lines.append(f"| {r['frame'][0]} x {r['frame'][1]} | {m[VARIANTS[0]]:.2f} | {m[VARIANTS[1]]:.2f} | "
+                     f"{m['pipeline, overlapped']:.2f} | {r['overlapped_vs_model']:.0%} | "
+                     f"{m['pipeline, serial']:.2f} | {r['serial_vs_model']:.0%} |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -206,15 +309,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vgg", default=None, help="VGG-16 loss network (mambast weights convert-hed); "
                                                "default: random weights (labelled)")
     p.add_argument("--strengths", default="0.2,0.3,0.4,0.6", help="--stability values swept")
-    p.add_argument("--fps-frames", type=int, default=8, help="frames of the pipeline frames/s runs")
+    p.add_argument("--fps-frames", type=int, default=24, help="frames of the clip of the frames/s runs")
     p.add_argument("--fps-sizes", default="256,512")
-    p.add_argument("--json", default=None)
+    p.add_argument("--fps-rounds", type=int, default=2, help="rounds of the alternated frames/s runs (median)")
+    p.add_argument("--throughput-only", action="store_true", help="only the frames/s table (no quality sweep)")
+    p.add_argument("--json", default=None, help="quality sweep results (JSON)")
+    p.add_argument("--json-throughput", default=None, help="frames/s results (JSON)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
 
     model = load(None)  # the bundled default model
-    stylizer = Stylizer(model, size=None)
     style_img = load_image(args.style)
+    from mambast.video import DEFAULT_STABILITY
+
+    machine = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+               "note": "shared machine: other jobs ran at the same time; variants alternated within each round"}
+    sizes = [int(s) for s in args.fps_sizes.split(",") if s]
+    if sizes:
+        print(f"frames/s ({args.fps_frames}-frame clip, {args.fps_rounds} rounds, stability {DEFAULT_STABILITY}; "
+              f"CPU {machine['cpu']}, {machine['threads']} threads)", flush=True)
+        rows = throughput(model, sizes, args.fps_frames, args.fps_rounds, style_img, DEFAULT_STABILITY)
+        print(throughput_table(rows), flush=True)
+        if args.json_throughput:
+            out = Path(args.json_throughput)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"machine": machine, "model": "bundled default (mambast.load())",
+                                       "style": _relative(args.style), "batch_size": 4, "rows": rows,
+                                       "command": "python benchmarks/video.py " + " ".join(argv or sys.argv[1:])},
+                                      indent=1))
+    if args.throughput_only:
+        return 0
+    stylizer = Stylizer(model, size=None)
     if args.vgg:
         vgg, vgg_label = load_vgg(args.vgg), f"VGG-16 {Path(args.vgg).name}"
     else:
@@ -252,24 +378,23 @@ def main(argv: list[str] | None = None) -> int:
                   f"exact {row['short_exact'] or float('nan'):.5f} style {st:.3f} content {ct:.3f} "
                   f"fps {fps:.2f}", flush=True)
 
-    sizes = [int(s) for s in args.fps_sizes.split(",") if s]
-    from mambast.video import DEFAULT_STABILITY
-
-    pipeline = {}
-    for size in sizes:
-        pipeline[size] = pipeline_fps(model, size, args.fps_frames, style_img, DEFAULT_STABILITY)
-        print(f"pipeline ({size} px short side, stability {DEFAULT_STABILITY}): {pipeline[size]:.2f} frames/s",
-              flush=True)
-
-    print(f"\nloss network: {vgg_label}; CPU: {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads (shared machine)\n")
+    print(f"\nloss network: {vgg_label}; CPU: {machine['cpu']}, {machine['threads']} threads (shared machine)\n")
     print(table(rows, base))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows, "pipeline_fps": pipeline, "vgg": vgg_label,
-                                               "frames": args.frames, "size": [W, H], "style": args.style,
+        Path(args.json).write_text(json.dumps({"rows": rows, "vgg": vgg_label, "machine": machine,
+                                               "frames": args.frames, "size": [W, H], "style": _relative(args.style),
                                                "default_stability": DEFAULT_STABILITY}, indent=1))
     return 0
+
+
+def _relative(path: str) -> str:
+    """A path relative to the repository when it lies in or beside it (results must not name this machine)."""
+    p = Path(path).resolve()
+    for root, prefix in ((REPO, ""), (REPO.parent, "../")):
+        with contextlib.suppress(ValueError):
+            return prefix + p.relative_to(root).as_posix()
+    return p.name
 
 
 if __name__ == "__main__":
