@@ -122,8 +122,7 @@ def test_stylize_resume_keys_on_settings_and_accepts_any_drawn_seed(data, capsys
     said = _run(capsys, *stylize(out, "--skip-existing"))  # still no --seed: any seed will do
     assert "wrote 0 images" in said and "4 already there (skipped)" in said and _mtimes(out) == before
 
-    for extra in (["--seed", "5"], ["--seed", "5", "--alpha", "0.5"], ["--seed", "5", "--alpha", "0.5",
-                                                                       "--preserve-color", "luminance"]):
+    for extra in (["--seed", "5"], ["--seed", "5", "--alpha", "0.5", "--preserve-color", "luminance"]):
         said = _run(capsys, *stylize(out, *extra, "--skip-existing"))
         assert "wrote 4 images" in said and "already there" not in said, extra
         fresh = data / ("fresh" + "_".join(extra))
