@@ -168,6 +168,20 @@ def test_a_flat_image_is_drawn_again_from_the_same_stream(monkeypatch):
             p["redrawn"] == corpus_mod.MAX_TRIES - 1
 
 
+def test_family_shares_follow_the_weights(dev_tree):
+    sources = Sources.from_dev(dev_tree, packages=False)
+    c = StyleCorpus(0, 64, sources)
+    n = 4000
+    counts = {name: 0 for name in c.shares}
+    for i in range(n):
+        counts[c.family_of(i)] += 1
+    total = sum(FAMILIES[k].weight for k in c.shares)
+    for name, share in c.shares.items():
+        assert share == pytest.approx(FAMILIES[name].weight / total)
+        sigma = np.sqrt(n * share * (1 - share))
+        assert abs(counts[name] - n * share) < 4 * sigma, (name, counts[name], n * share)
+
+
 def test_procedural_only_without_dev_and_bad_requests():
     c = StyleCorpus(0, 32, Sources())
     assert set(c.shares) == {n for n, f in FAMILIES.items() if not f.needs}
