@@ -550,13 +550,6 @@ class FolderWriter:
                     old.unlink()
         return self
 
-    def _timescale(self) -> int:
-        """The MP4 video track's time scale: time_base's denominator, doubled up to >= 10000 (as FFmpeg does)."""
-        scale = self.time_base.denominator
-        while scale < 10000:
-            scale *= 2
-        return scale
-
     def write(self, frame: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
         """Write the next frame (H, W, 3) uint8 as PNG (the timing is not kept: a folder has none)."""
         self.frames_written += 1
