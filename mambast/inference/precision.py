@@ -3,8 +3,9 @@
     "fp32"  float32 everywhere (the paper model's default; the goldens are float32)
     "bf16"  the whole model under torch.autocast(bfloat16); the selective scan reads float32, keeps float32 state
     "fp16"  the same with float16
-    "auto"  "bf16" where it was measured faster and within 2 levels (of 255) of fp32: the bundled default model
-            on a device with native bfloat16 arithmetic (CUDA with bf16; a CPU with AVX512-BF16 or AMX-BF16);
+    "auto"  "bf16" for the bundled default model on a device with native bfloat16 arithmetic (CUDA with bf16;
+            a CPU with AVX512-BF16 or AMX-BF16): on the AMD Zen 4 it measured 1.4x faster than fp32 and within
+            2 levels (of 255) on the goldens' inputs (AMX CPUs and CUDA: not measured yet, same rule);
             "fp32" everywhere else, and for every other model (the paper model's bf16 error was 3 levels)
 
 `PRECISIONS` is the one list of choices (the CLI's `--precision` reads it). Measured figures: README, Speed.
