@@ -62,14 +62,14 @@ def remove_stale_temp_files(folder: str | Path, name: str = "*", recursive: bool
     removed = 0
     for tmp in (folder.rglob if recursive else folder.glob)(f".{name}.*.tmp"):
         pid = tmp.name[: -len(".tmp")].rsplit(".", 1)[-1]
-        if pid.isdigit() and tmp.is_file() and not _alive(int(pid)):
+        if pid.isdigit() and tmp.is_file() and not process_alive(int(pid)):
             with contextlib.suppress(OSError):
                 tmp.unlink()
                 removed += 1
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether process `pid` exists (on this machine; one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)

@@ -44,7 +44,7 @@ def run(args) -> int:
     import shutil
 
     from ..errors import UserError
-    from ..train.loop import _sigterm_as_interrupt as sigterm_as_interrupt
+    from ..signals import sigterm_as_interrupt
     from ..ui.session import make_workspace
 
     if not 0 < args.port < 65536:

@@ -50,7 +50,7 @@ def run(args) -> int:
     from ..inference import Stylizer
     from ..inference.size import check_size
     from ..io import load
-    from ..train.loop import _sigterm_as_interrupt as sigterm_as_interrupt
+    from ..signals import sigterm_as_interrupt
     from ..video.io import check_paths, is_video_path, parse_rate, require_av
     from .common import resolve_device
     from .controls import controls_from_args

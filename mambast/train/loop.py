@@ -13,8 +13,6 @@ import functools
 import hashlib
 import math
 import os
-import signal
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from ..errors import UserError
 from ..model import MambaST
 from ..model.blocks import STVSSBlock, VSSBlock
 from ..nets.vgg import load_vgg
+from ..signals import Terminated, sigterm_as_interrupt
 from .checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -245,7 +244,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         if cfg.init_from:  # fine-tuning: the architecture is the init_from file's, whatever the preset says
             cfg = cfg.replace(model=init_source_config(cfg.init_from).to_dict())
     is_rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the run folder's lock
-    with run_lock(run_dir) if is_rank0 else contextlib.nullcontext(), _sigterm_as_interrupt():
+    with run_lock(run_dir) if is_rank0 else contextlib.nullcontext(), sigterm_as_interrupt():
         if is_rank0:
             remove_stale_temp_files(run_dir)  # what a killed save left (the lock says no writer is alive)
         ctx = init_distributed(cfg.device)
@@ -256,28 +255,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             raise
         shutdown(ctx)
         return result
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM during training: handled like Ctrl-C (a checkpoint is saved, then the run stops)."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM (kill, a batch scheduler's stop, `timeout`) into `Terminated` for the duration, so the run
-    saves its step like Ctrl-C. Only in the main thread (signal handlers can only be set there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _load_init(path: str):

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import UserError
-from ..fs import _alive, atomic_write
+from ..fs import atomic_write, process_alive
 from ..images import load_resized
 from ..inference import Controls, Stylizer, output_name
 from ..inference.size import check_style_size, is_out_of_memory
@@ -97,7 +97,7 @@ def remove_stale_workspaces(root: str | Path | None = None) -> list[Path]:
         pid = folder.name[len(WORKSPACE_PREFIX):].split(".", 1)[0]
         if not pid.isdigit() or not folder.name.startswith(f"{WORKSPACE_PREFIX}{_owner_tag(int(pid))}-"):
             continue
-        if folder.is_dir() and not folder.is_symlink() and not _alive(int(pid)):
+        if folder.is_dir() and not folder.is_symlink() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
