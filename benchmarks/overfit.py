@@ -27,12 +27,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mambast.losses import content_loss, style_loss  # noqa: E402
+from mambast.losses import content_loss, mean_std, style_loss  # noqa: E402
 from mambast.model import MambaST  # noqa: E402
 
 
@@ -44,20 +46,35 @@ def load_any(path: Path) -> MambaST:
     return (load_student(path) if path.is_dir() else load(path)).float().eval()
 
 
+def _style_from_stats(feats: list[torch.Tensor], stats: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """mambast.losses.style_loss(feats, target) with the target given by its per-layer mean_std."""
+    total = feats[0].new_zeros(())
+    for f, (tm, ts) in zip(feats, stats, strict=False):
+        om, osd = mean_std(f)
+        total = total + F.mse_loss(om, tm) + F.mse_loss(osd, ts)
+    return total
+
+
 @torch.inference_mode()
-def score(model: MambaST, vgg, cache: dict[str, torch.Tensor], n: int, batch: int = 8) -> dict[str, float]:
-    """Mean figures (see the module docstring) over the first n triplets of `cache`, shuffle seed 0."""
-    sums: dict[str, float] = {}
+def score(models: dict[str, MambaST], vgg, cache: dict[str, torch.Tensor], n: int,
+          batch: int = 8) -> dict[str, dict[str, float]]:
+    """Mean figures (see the module docstring) of each model over the first n triplets of `cache` (shuffle
+    seeded per batch); the teacher's, style's and content's features are computed once for all models."""
+    sums: dict[str, dict[str, float]] = {name: {} for name in models}
     for i in range(0, n, batch):
         c, s, t = (cache[k][i:min(i + batch, n)].float() / 255 for k in ("content", "style", "teacher"))
-        o = model(c, s, generator=torch.Generator().manual_seed(i)).clamp(0, 1)
-        fo, ft, fs, fc = (vgg(x) for x in (o, t, s, c))
-        figures = {"pixel": (o - t).abs().mean(), "t_style": style_loss(fo[:4], ft[:4]),
-                   "style": style_loss(fo, fs), "teacher_style_ref": style_loss(ft, fs),
-                   "content": content_loss(fo, fc), "teacher_content_ref": content_loss(ft, fc)}
-        for k, v in figures.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * len(c)
-    return {k: v / n for k, v in sums.items()}
+        ft, fs, fc = vgg(t), vgg(s), vgg(c)
+        t_stats, s_stats = [mean_std(f) for f in ft], [mean_std(f) for f in fs]
+        refs = {"teacher_style_ref": style_loss(ft, fs), "teacher_content_ref": content_loss(ft, fc)}
+        del ft, fs
+        for name, model in models.items():
+            o = model(c, s, generator=torch.Generator().manual_seed(i)).clamp(0, 1)
+            fo = vgg(o)
+            figures = {"pixel": (o - t).abs().mean(), "t_style": _style_from_stats(fo[:4], t_stats[:4]),
+                       "style": _style_from_stats(fo, s_stats), "content": content_loss(fo, fc), **refs}
+            for k, v in figures.items():
+                sums[name][k] = sums[name].get(k, 0.0) + float(v) * len(c)
+    return {name: {k: v / n for k, v in figs.items()} for name, figs in sums.items()}
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -66,15 +83,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     vgg = load_vgg(args.vgg)
-    caches = {p.name: load_cache(p) for p in args.cache}
+    models = {str(p): load_any(p) for p in args.checkpoint}
     rows = []
-    for ckpt in args.checkpoint:
-        model = load_any(ckpt)
-        for name, cache in caches.items():
-            n = min(args.n, cache["content"].shape[0])
-            row = {"checkpoint": str(ckpt), "cache": name, "n": n, **score(model, vgg, cache, n)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for path in args.cache:
+        cache = load_cache(path)
+        n = min(args.n, cache["content"].shape[0])
+        for name, figures in score(models, vgg, cache, n).items():
+            rows.append({"checkpoint": name, "cache": path.name, "n": n, **figures})
+            print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
@@ -116,8 +132,8 @@ def cmd_grow(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     base = load_any(args.checkpoint)
     models = {name: grow(base, **kw) if kw else base for name, kw in GROWTHS.items()}
-    c, s = (torch.from_numpy(__import__("numpy").asarray(load_image(p).resize((256, 256)))).permute(2, 0, 1)[None]
-            .float() / 255 for p in (args.content, args.style))
+    c, s = (torch.from_numpy(np.array(load_image(p).resize((256, 256)))).permute(2, 0, 1)[None].float() / 255
+            for p in (args.content, args.style))
     rows = {}
     with torch.inference_mode():
         ref = base(c, s, seed=0)
@@ -175,6 +191,50 @@ def cmd_step(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Where a distillation step's time goes: data, student forward+backward, the loss network's pass over the
+    output (forward+backward) and over the teacher (forward, no grad), each alone, bf16 autocast and fp32
+    alternating, --threads threads; wall and this process's CPU seconds, medians of --repeats."""
+    from mambast.nets.vgg import load_vgg
+    from mambast.train.distill import DistillConfig, batch_at, load_cache
+
+    torch.set_num_threads(args.threads)
+    model, vgg, cache = load_any(args.checkpoint).train(), load_vgg(args.vgg), load_cache(args.cache)
+    cfg = DistillConfig(crop=128, batch_size=4)
+    c, s, t = batch_at(cache, 0, cfg)
+
+    def student():
+        model.zero_grad()
+        model(c, s, generator=torch.Generator().manual_seed(0)).float().mean().backward()
+
+    def output_vgg():
+        x = t.clone().requires_grad_()
+        sum(f.float().mean() for f in vgg.encode(x, "relu4_1")).backward()
+
+    def teacher_vgg():
+        with torch.no_grad():
+            vgg.encode(t, "relu4_1")
+
+    parts = {"data (crops)": lambda: batch_at(cache, 1, cfg), "student fwd+bwd": student,
+             "loss VGG on the output, fwd+bwd": output_vgg, "loss VGG on the teacher, fwd": teacher_vgg}
+    times: dict[str, list[tuple[float, float]]] = {}
+    for rep in range(args.repeats + 1):
+        for amp in (True, False):
+            for name, fn in parts.items():
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    fn()
+                    if rep:  # the first round warms up
+                        times.setdefault(f"{name}, {'bf16' if amp else 'fp32'}", []).append(
+                            (time.perf_counter() - wall, time.process_time() - cpu))
+    rows = {k: {"wall_s": sorted(w for w, _ in v)[len(v) // 2], "cpu_s": sorted(c for _, c in v)[len(v) // 2]}
+            for k, v in times.items()}
+    print(json.dumps(rows, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -209,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--rounds", type=int, default=2)
     t.add_argument("--json", type=Path)
     t.set_defaults(func=cmd_step)
+    f = sub.add_parser("profile", help="a step's parts timed alone (student, loss network, data), bf16 and fp32")
+    f.add_argument("--vgg", type=Path, required=True)
+    f.add_argument("--cache", type=Path, required=True)
+    f.add_argument("--checkpoint", type=Path, default=REPO / "mambast" / "assets" / "default.safetensors")
+    f.add_argument("--repeats", type=int, default=3)
+    f.add_argument("--threads", type=int, default=1)
+    f.add_argument("--json", type=Path)
+    f.set_defaults(func=cmd_profile)
     args = p.parse_args(argv)
     return args.func(args)
 

@@ -19,13 +19,18 @@ The bundled model: that one widened to d_model 256 and distilled from Magenta's 
         --init-from first_default_d128.safetensors --widen 0.01 ...   # a d256 student (train/widen.py)
     python benchmarks/train_default.py distill NEXT --cache CACHE --vgg vgg16_hed_norm.pth \
         --init-from mambast/assets/default.safetensors ...             # continue the bundled model
+    python benchmarks/train_default.py distill BIG --cache CACHE --vgg vgg16_hed_norm.pth \
+        --init-from mambast/assets/default.safetensors --grow-d-state 32 --grow-inner --grow-layers 3 3 3 \
+        --grow-cnn ...   # a larger student computing the bundled model's function (train/widen.py grow)
     python benchmarks/train_default.py export RUN2 candidate.safetensors
 
 `train` runs the project's trainer (mambast.train.loop.train, the code behind `mambast train`) with the
 paper's losses and loss weights on the dev images, with a reduced model that the `mambast train` presets do
 not name (d_model 128, 2 + 2 + 2 blocks: the first default) sized for a 2-core CPU. `distill`
 (mambast.train.distill) trains a new STUDENT, or continues the architecture of its --init-from, on the cached
-teacher outputs. `export` writes a run's latest weights as one fp16 safetensors file
+teacher outputs. On a CPU shared with other jobs, keep the default background prefetch with --threads 2 (or
+use --threads 1): a 2-thread run without it spent most of its time spinning in OpenMP barriers
+(docs/default-model.md, issue 26 step times). `export` writes a run's latest weights as one fp16 safetensors file
 (mambast.io.native.save_native) with every phase in its metadata.
 """
 
