@@ -3,6 +3,7 @@ all-at-once outputs, are chosen from the memory budget, and never run under auto
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import require
@@ -125,8 +126,9 @@ def test_plan_grows_blocks_with_budget_and_keeps_y_only_when_it_fits():
 
 
 def test_decoder_overwrite_is_exact_and_only_where_asked(small):
-    """fuse(overwrite=True) writes the residual stream into the caller's content tokens (one token map less
-    at 12 MP) with bit-identical results; without it the tokens are untouched; autograd refuses it."""
+    """fuse(overwrite=True) writes the residual stream and then its final LayerNorm into the caller's content
+    tokens (two token maps less at 12 MP) with bit-identical results; without it the tokens are untouched;
+    autograd refuses it."""
     from mambast.inference import Controls, Stylizer
 
     g = torch.Generator().manual_seed(1)
@@ -139,6 +141,7 @@ def test_decoder_overwrite_is_exact_and_only_where_asked(small):
         out = small.fuse(tokens, style, torch.Generator().manual_seed(4), overwrite=True)
     assert torch.equal(out, ref)
     assert not torch.equal(tokens, kept)  # consumed
+    assert out.data_ptr() == tokens.data_ptr()  # the final norm too (layer_norm_): no second token map
     with pytest.raises(ValueError, match="inference"):
         small.fuse(small.encode_content(c), small.encode_style(s).detach(), overwrite=True)
     engine = Stylizer(small, size=None)
@@ -166,3 +169,63 @@ def test_lazy_layer_norm_projection_equals_the_materialised_one():
         out, ref = channel_first(lazy, w), channel_first(norm(x), w)
     assert out.shape == ref.shape == (2, 9, 5, 7)
     assert (out - ref).abs().max() <= 1e-5
+
+
+
+def _live_tensor_bytes(floor: int) -> int:
+    """Bytes of the distinct tensor storages of at least `floor` bytes that Python code holds right now, less
+    the parameters and buffers of every module."""
+    import gc
+
+    objects = gc.get_objects()
+    weights = {t.untyped_storage().data_ptr() for m in objects if isinstance(m, torch.nn.Module)
+               for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))}
+    storages = {}
+    for obj in objects:
+        if type(obj) is torch.Tensor:
+            storage = obj.untyped_storage()
+            if storage.nbytes() >= floor and storage.data_ptr() not in weights:
+                storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def test_command_line_holds_no_more_than_the_one_shot_engine(small, tmp_path, monkeypatch):
+    """Issue 25: `mambast stylize --size 0` (the folder runner) held the content tokens, the padded image and
+    the style tokens twice each (batch copies of a batch of one), the style image at the content's size
+    through the whole render and a residual stream apart from the content tokens: about 1.5 GB more than
+    `Stylizer.stylize` at 12 MP (3.8-4.2 GB against 2.5 GiB). Tensors alive at the entry of every ST-SS2D
+    layer and of the CNN decoder (those of at least one token map, weights left out): the command holds no
+    more than the engine's one-shot call."""
+    from PIL import Image
+
+    from mambast.cli import main
+    from mambast.inference import Stylizer
+    from mambast.io.native import save_native
+    from mambast.model.cnn_decoder import CNNDecoder
+    from mambast.model.st_ss2d import STSS2D
+
+    rng = np.random.default_rng(0)
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(content)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(style)
+    token_map = 8 * 12 * small.config.d_model * 4  # bytes
+    peak = [0]
+
+    def counting(cls):
+        original = cls.forward
+
+        def forward(self, *args, **kwargs):
+            peak[0] = max(peak[0], _live_tensor_bytes(token_map))
+            return original(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "forward", forward)
+
+    counting(STSS2D)
+    counting(CNNDecoder)
+    ref = np.asarray(Stylizer(small, size=0).stylize(content, style, seed=1))
+    engine_peak, peak[0] = peak[0], 0
+    assert main(["stylize", "--checkpoint", str(save_native(small, tmp_path / "small.safetensors")),
+                 "--content", str(content), "--style", str(style), "--output", str(tmp_path / "out"),
+                 "--size", "0", "--seed", "1", "--quiet"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "c_stylized_s.png")), ref)
+    assert engine_peak >= 3 * token_map  # content and style tokens and the block's normed input, at least
+    assert peak[0] <= engine_peak, f"command {peak[0] / token_map:.1f} token maps, engine {engine_peak / token_map:.1f}"

@@ -304,9 +304,10 @@ class _Runner:
                             persistent_workers=False)
         writer = _Writer(self.output_dir, o.ext, o.jpeg_quality, self.fail, depth=2 * o.batch_size + 2,
                          stamper=self.stamper)
+        self.last_use = {job.content: i for i, batch in enumerate(batches) for job in batch.jobs}
         try:
-            for batch, loaded in zip(batches, loader, strict=True):
-                self._batch(batch, loaded, writer)
+            for i, (batch, loaded) in enumerate(zip(batches, loader, strict=True)):
+                self._batch(batch, loaded, writer, i)
                 bar.update(len(batch.jobs))
         finally:
             writer.close()
@@ -319,10 +320,13 @@ class _Runner:
         return fail
 
     @torch.inference_mode()
-    def _batch(self, batch: _Batch, loaded: dict, writer: _Writer) -> None:
+    def _batch(self, batch: _Batch, loaded: dict, writer: _Writer, index: int) -> None:
+        """Stylize batch `index`. The decoded images in `loaded` are released once encoded; the content tokens
+        become the decoder's running buffer when nothing reads them later (a batch copy, or the content's last
+        batch: full-size photos, docs/memory.md)."""
         engine, controls = self.engine, self.options.controls
-        self._encode_contents(loaded["contents"])
-        self._encode_styles(loaded["styles"])
+        self._encode_contents(loaded.pop("contents"))
+        self._encode_styles(loaded.pop("styles"))
         ready, tokens = [], []
         for job in batch.jobs:  # replay the planner's cache touches in its order
             content = self._touch(self.content_lru, self.contents, job.content)
@@ -336,12 +340,16 @@ class _Runner:
         if not ready:
             return
         encoded = _stack([c for _, c in ready])
-        slots = [torch.cat([t[i] for t in tokens]) for i in range(len(tokens[0]))]  # (B, H/p, W/p, C) each
+        slots = [_cat([t[i] for t in tokens]) for i in range(len(tokens[0]))]  # (B, H/p, W/p, C) each
         seeds = [job.seed for job, _ in ready] if controls.shuffle else None
+        consume = len(ready) > 1 or self.last_use[ready[0][0].content] == index
+        if len(ready) == 1 and consume:
+            self.contents.pop(ready[0][0].content)  # its tokens are overwritten below: never read them again
         try:
             with memory_guard(f"{len(ready)} pair(s) at {batch.grid[1]} x {batch.grid[0]} px",
                               "ask for a smaller size or batch size"):
-                out = engine.render(encoded, slots, controls, seeds=seeds).float().cpu()  # (B, 3, h|H, w|W)
+                out = engine._render(encoded, slots, controls, seeds, None,  # = render, consuming the tokens
+                                     consume=consume).float().cpu()  # (B, 3, h|H, w|W)
         except UserError as e:  # e.g. a mask that does not fit the number of styles, or memory
             for job, _ in ready:
                 self.fail(job, str(e))
@@ -366,7 +374,7 @@ class _Runner:
         if good:
             try:
                 with memory_guard(f"{good[0][0]}" + (f" and {len(good) - 1} more" if len(good) > 1 else "")):
-                    padded = torch.cat([pad_to_patches(x, engine.patch) for _, x in good])  # (n, 3, H, W)
+                    padded = _cat([pad_to_patches(x, engine.patch) for _, x in good])  # (n, 3, H, W)
                     with engine.autocast():
                         tokens = engine.model.encode_content(padded)
             except UserError as e:  # not enough memory: these contents' jobs fail with this line
@@ -384,7 +392,7 @@ class _Runner:
             try:
                 with memory_guard(f"{len(good)} style(s) at {good[0][1].shape[-1]} x {good[0][1].shape[-2]} px"), \
                         engine.autocast():
-                    x = torch.stack([x for _, x in good]).to(engine.device, engine.dtype)
+                    x = _cat([x[None] for _, x in good]).to(engine.device, engine.dtype)
                     tokens = engine.model.encode_style(x)
             except UserError as e:  # not enough memory: these styles' jobs fail with this line
                 self.styles.update({k: str(e) for k, _ in good})
@@ -392,10 +400,17 @@ class _Runner:
             self.styles.update({k: tokens[i:i + 1] for i, (k, _) in enumerate(good)})
 
 
+def _cat(tensors: list[Tensor]) -> Tensor:
+    """torch.cat along dim 0, without a copy for one tensor (a 12-MP token map is 384 MB)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
 def _stack(contents: list[EncodedContent]) -> EncodedContent:
-    """One batch from single encoded contents of one padded grid. Contents of different sizes are carried
-    padded (the render then covers the padded grid, cropped per job afterwards: the same pixels, since the
-    decoder sees the padded grid either way)."""
+    """One batch from single encoded contents of one padded grid (a batch of one is that content itself, not
+    a copy). Contents of different sizes are carried padded (the render then covers the padded grid, cropped
+    per job afterwards: the same pixels, since the decoder sees the padded grid either way)."""
+    if len(contents) == 1:
+        return contents[0]
     padded = torch.cat([c.padded for c in contents])
     tokens = torch.cat([c.tokens for c in contents])
     sizes = {tuple(c.image.shape[-2:]) for c in contents}

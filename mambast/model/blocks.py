@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .memory import layer_norm_
 from .shuffle import Generators, shuffle_order, shuffle_tokens
 from .ss2d import SS2D, NormedTokens, Unused
 
@@ -114,7 +115,7 @@ class Decoder(nn.Module):
             fused = block(content, style, shuffle_order(style, generator))
             content = content.add_(fused) if overwrite else fused.add_(content)
             del fused
-        return self.norm(content)
+        return layer_norm_(content, self.norm) if overwrite else self.norm(content)  # in place: memory.py
 
 
 class MambaCore(nn.Module):

@@ -14,6 +14,9 @@ import ctypes
 import ctypes.util
 import functools
 
+import torch
+from torch import Tensor, nn
+
 DEFAULT_MEMORY_BUDGET = 768 * 2**20  # bytes per layer working set; None turns blocking off
 FLOAT = 4  # bytes; the estimates are for float32 activations (bf16 halves them: the estimate is then safe)
 LANES = 16  # channel blocks are multiples of the native kernel's SIMD width
@@ -58,6 +61,19 @@ def decoder_tile(tokens_h: int, tokens_w: int, batch: int, bytes_per_token: int,
         return None
     window = int((budget / (batch * bytes_per_token)) ** 0.5)
     return max(window - 2 * halo, 8)
+
+
+def layer_norm_(tokens: Tensor, norm: nn.LayerNorm, rows: int = 8192) -> Tensor:
+    """norm(tokens) written over `tokens` (contiguous, LayerNorm over the last dim), `rows` positions at a time:
+    the same numbers as norm(tokens) (LayerNorm is per position), without a second token map (the Mamba
+    decoder's final norm at 12 MP: 384 MB). Returns `tokens`. Inference only (the input is destroyed).
+    Under autocast (whose LayerNorm returns float32) or on a non-contiguous input: norm(tokens), a new tensor."""
+    if not tokens.is_contiguous() or torch.is_autocast_enabled(tokens.device.type):
+        return norm(tokens)
+    flat = tokens.view(-1, tokens.shape[-1])
+    for start in range(0, flat.shape[0], rows):
+        flat[start:start + rows] = norm(flat[start:start + rows])
+    return tokens
 
 
 @functools.cache
