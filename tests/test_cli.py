@@ -228,3 +228,32 @@ def test_a_size_below_one_patch_is_an_argument_error_before_any_work(tmp_path, c
         assert rc == 2 and err == (f"mambast: error: stylize: --size must be 0 (keep the content's size) or a whole "
                                    f"number of px >= 8, got {size}\n"), err
     assert not (tmp_path / "o").exists()
+
+
+_SIGTERM_DURING_A_COMMAND = """
+import os, signal, sys, time
+import mambast.cli.stylize_dataset as command
+from mambast import cli
+
+register = command.register
+
+def fake_run(args):  # a command that gets SIGTERM (kill, docker stop, torchrun stopping a rank) mid-way
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)
+    return 0
+
+def patched(sub):
+    register(sub)
+    sub.choices["stylize-dataset"].set_defaults(func=fake_run)
+
+command.register = patched
+sys.exit(cli.main(["stylize-dataset", "--content", "c", "--style", "s", "--output", "o"]))
+"""
+
+
+def test_sigterm_ends_every_command_like_ctrl_c():
+    """Every command, not only video and ui: SIGTERM is one line and exit 130, as Ctrl-C (was: killed, 143)."""
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_DURING_A_COMMAND], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    assert proc.stderr.strip() == "mambast: interrupted"

@@ -9,6 +9,7 @@ import os
 import sys
 
 from ..errors import UserError
+from ..signals import sigterm_as_interrupt
 
 SUBCOMMANDS = ("stylize", "stylize_dataset", "export", "train", "eval", "weights", "video", "ui")
 
@@ -41,13 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        code = int(args.func(args) or 0)
+        with sigterm_as_interrupt():  # kill, docker stop, systemd, torchrun stopping a rank: like Ctrl-C
+            code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler below
         return code
     except UserError as e:  # `mambast: error: COMMAND: message`, like argparse's errors
         print(f"mambast: error: {args.command}: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: every command's clean-up has run
         print("mambast: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `mambast ... | head`: the reader left; stop quietly, as other Unix tools do

@@ -50,7 +50,6 @@ def run(args) -> int:
     from ..inference import Stylizer
     from ..inference.size import check_size
     from ..io import load
-    from ..signals import sigterm_as_interrupt
     from ..video.io import check_paths, is_video_path, parse_rate, require_av
     from .common import resolve_device
     from .controls import controls_from_args
@@ -75,10 +74,9 @@ def run(args) -> int:
     style = load_image(args.style)  # checked (one line naming the file) before the model loads
     model = load(args.checkpoint, device=resolve_device(args.device))
     engine = Stylizer(model, size=args.size or None, precision=args.precision)
-    with sigterm_as_interrupt():  # kill, docker stop, systemd: like Ctrl-C, no temporary file is left
-        report = stylize_video(engine, args.input, style, args.output, controls,
-                               batch_size=args.batch_size, stability=args.stability, rate=rate,
-                               progress=not args.quiet, overwrite=args.overwrite)
+    report = stylize_video(engine, args.input, style, args.output, controls,
+                           batch_size=args.batch_size, stability=args.stability, rate=rate,
+                           progress=not args.quiet, overwrite=args.overwrite)
     fps = report.frames / report.seconds if report.seconds > 0 else float("nan")
     rate_text = ""
     if report.rate is not None and is_video_path(args.output):
