@@ -237,6 +237,14 @@ def test_controls_validate():
             Controls(**bad)
 
 
+def test_preserve_color_true_is_the_bare_flag():
+    """preserve_color=True is "luminance" (what the bare --preserve-color flag means), False is None."""
+    assert Controls(preserve_color=True).preserve_color == "luminance"
+    assert Controls(preserve_color=False).preserve_color is None
+    with pytest.raises(UserError, match="preserve_color must be None or one of luminance, match, got 1"):
+        Controls(preserve_color=1)
+
+
 # ----- issue 25: numbers of any real type (kind 3), a cache that follows the style's content (kind 4), sizes
 # checked against the pixel limit before any allocation (kind 5), colour matching of nearly flat styles (kind 11)
 

@@ -112,6 +112,32 @@ def test_no_limit_and_a_huge_style_size_is_a_skip_not_a_traceback(tmp_path, ckpt
     assert run.stdout.startswith(f"wrote 0 images to {tmp_path / 'out'}") and "1 pair(s) failed" in run.stdout
 
 
+_API_HUGE_SIZE = """
+import sys
+from PIL import Image
+import mambast
+from mambast.errors import UserError
+from mambast.io import load
+model = load(sys.argv[1])
+try:
+    mambast.stylize(model, Image.new("RGB", (24, 16), (90, 30, 200)), Image.new("RGB", (20, 20), (9, 200, 9)),
+                    size=40_000, max_pixels=0)
+except UserError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+def test_python_api_out_of_memory_is_one_line(ckpt):
+    """mambast.stylize with no pixel limit and a size the machine cannot hold: a one-line UserError naming the
+    content, not a bare MemoryError (new-user check; the CLI already skipped with one line)."""
+    run = subprocess.run([sys.executable, "-c", _API_HUGE_SIZE, str(ckpt)], capture_output=True, text=True,
+                         timeout=300, preexec_fn=_as_capped(3 << 30))
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert run.stdout.strip().startswith("content: not enough memory ("), run.stdout
+    assert run.stdout.strip().endswith("ask for a smaller size or a lower max_pixels")
+
+
 
 def test_run_options_take_numbers_of_any_type_and_batches_hold_at_most_the_pixel_limit(tmp_path, ckpt, monkeypatch):
     options = RunOptions(size=np.float64(32.0), max_pixels=np.int64(2048), batch_size=np.int64(4),

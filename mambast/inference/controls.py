@@ -39,7 +39,8 @@ class Controls:
         stored as a tuple of floats, normalised to sum 1 when used);
         None with one style = that style; None with a mask = the mask's regions.
     preserve_color: None, "luminance" (keep the output's luminance, take the content's chroma, in YCbCr) or
-        "match" (recolour the style to the content's colour mean/covariance before stylizing).
+        "match" (recolour the style to the content's colour mean/covariance before stylizing); True means
+        "luminance" and False None, as the bare `--preserve-color` flag and its absence.
     style_size: None = style resized to the content's padded size (the paper's policy); N (whole, >= 8) = its
         short side resized to N px, aspect and texture scale kept, mirror-tiled/cropped to the grid (the
         planned style is checked against the engine's pixel limit before it is resized).
@@ -69,6 +70,8 @@ class Controls:
                 raise UserError(f"style_weights must be non-negative numbers with a positive, finite sum, got "
                                 f"{weights}")
             set_("style_weights", weights)
+        if self.preserve_color is True or self.preserve_color is False:  # as the bare --preserve-color flag
+            set_("preserve_color", COLOR_METHODS[0] if self.preserve_color else None)
         if self.preserve_color not in (None, *COLOR_METHODS):
             raise UserError(f"preserve_color must be None or one of {', '.join(COLOR_METHODS)}, "
                             f"got {self.preserve_color!r}")

@@ -35,6 +35,7 @@ from .size import (
     fit_style,
     load_resized,
     load_style,
+    memory_guard,
     padded_size,
     resize_short_side,
 )
@@ -277,9 +278,11 @@ class Stylizer:
         engine's `size`; 0/None: the content's own size)."""
         controls = controls or Controls()
         styles = [style] if isinstance(style, (Image.Image, np.ndarray, str, os.PathLike)) else list(style)
-        content_img = self.prepare_content(content, size)
-        c = to_tensor(content_img)[None]
-        padded_hw = self.grid(*content_img.size)
-        tokens = [self.style_tokens(s, padded_hw, controls, c[0]) for s in styles]
-        seeds = None if seed is None else [seed]
-        return to_pil(self.stylize_tensor(c, tokens, controls, seeds)[0])
+        what = str(content) if _is_path(content) else "content"
+        with memory_guard(what, "ask for a smaller size or a lower max_pixels"):  # one line, never a bare error
+            content_img = self.prepare_content(content, size)
+            c = to_tensor(content_img)[None]
+            padded_hw = self.grid(*content_img.size)
+            tokens = [self.style_tokens(s, padded_hw, controls, c[0]) for s in styles]
+            seeds = None if seed is None else [seed]
+            return to_pil(self.stylize_tensor(c, tokens, controls, seeds)[0])
