@@ -176,9 +176,13 @@ def _live_tensor_bytes(floor: int) -> int:
     """Bytes of the distinct tensor storages of at least `floor` bytes that Python code holds right now, less
     the parameters and buffers of every module."""
     import gc
+    import warnings
 
     objects = gc.get_objects()
-    weights = {t.untyped_storage().data_ptr() for m in objects if isinstance(m, torch.nn.Module)
+    with warnings.catch_warnings():  # isinstance on a deprecated torch alias (torch.distributed.reduce_op) warns
+        warnings.simplefilter("ignore", FutureWarning)
+        modules = [m for m in objects if isinstance(m, torch.nn.Module)]
+    weights = {t.untyped_storage().data_ptr() for m in modules
                for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))}
     storages = {}
     for obj in objects:
