@@ -9,14 +9,15 @@
             content the paper's content term (relu4_1 + relu5_1) between o and the content, and the teacher's
             One row per (checkpoint, cache); the caches are e.g. the training set (memorisation), dev paintings
             left out of it (held-out, training-like) and the eval paintings (evaluation only).
-    speed   parameters and the CPU time of one 512-px stylization per checkpoint (the checkpoints alternate,
-            best of --repeats), and for a grown model the largest output difference to its source
-    step    the time of one distillation step, the current code path (`fast`: bf16, channels-last, cached
-            teacher features, prefetched data) against the plain one, alternating in one process
+    speed   parameters and the CPU time of one 512-px stylization per checkpoint (alternating, best of --repeats)
+    grow    every growth of mambast.train.widen.grow applied to the bundled model: the largest output
+            difference to it (function preserved?), parameters, 512-px time
+    profile a distillation step's parts alone (data, student, loss network on output and teacher), bf16/fp32
+    step    seconds per step of the real training loop, (threads, background prefetch) settings alternating
 
     python benchmarks/overfit.py score --vgg vgg16_hed_norm.pth --cache cacheO cacheH cacheE --n 24 \\
         --checkpoint mambast/assets/default.safetensors RUN_DIR ... --json overfit.json
-    python benchmarks/overfit.py speed --checkpoint mambast/assets/default.safetensors RUN_DIR ...
+    python benchmarks/overfit.py step --vgg vgg16_hed_norm.pth --cache cacheO --variants 2:inline 2:prefetch
 """
 
 from __future__ import annotations
