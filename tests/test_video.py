@@ -135,6 +135,25 @@ def test_frame_folders_in_and_out(tmp_path, ckpt, style, capsys):
     assert probe(tmp_path / "f.mkv")[4] == (24, 16)
 
 
+def test_compile_flag_builds_a_compiled_engine(tmp_path, ckpt, style, monkeypatch):
+    """--compile asks the engine for torch.compile (the compiled engine's own equality to eager is tested in
+    test_compiled.py, slow); without the flag the engine stays eager."""
+    import mambast.inference as inference
+
+    asked = []
+
+    class Recording(Stylizer):
+        def __init__(self, *args, compile=False, **kwargs):
+            asked.append(compile)
+            super().__init__(*args, **kwargs)  # eager: compiling would take minutes
+
+    monkeypatch.setattr(inference, "Stylizer", Recording)
+    frames = _noise_frames(tmp_path / "frames", [(16, 24)] * 2, "f{:03d}.png")
+    common = ["--style", str(style), "--size", "0", "--checkpoint", str(ckpt), "--device", "cpu", "--quiet"]
+    assert main(["video", str(frames), "--output", str(tmp_path / "a"), *common]) == 0
+    assert main(["video", str(frames), "--output", str(tmp_path / "b"), "--compile", *common]) == 0
+    assert asked == [False, True]
+
 def _one_error_line(capsys, argv, expected):
     assert main(argv) == 2
     err = capsys.readouterr().err

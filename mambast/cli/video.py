@@ -34,6 +34,10 @@ def register(sub) -> None:
                         "(default: the model bundled with the package)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS, help=PRECISION_HELP)
+    p.add_argument("--compile", action="store_true",
+                   help="run the model through torch.compile, compiled once for the clip's frame size (minutes "
+                        "the first time per size, cached in ~/.cache/mambast after; pays on long clips only: "
+                        "README, Speed)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output video, or write frames into a folder that is not empty (its "
                         "old frame_*.png are removed first); without it both are refused")
@@ -73,7 +77,7 @@ def run(args) -> int:
     controls = controls_from_args(args)
     style = load_image(args.style)  # checked (one line naming the file) before the model loads
     model = load(args.checkpoint, device=resolve_device(args.device))
-    engine = Stylizer(model, size=args.size or None, precision=args.precision)
+    engine = Stylizer(model, size=args.size or None, precision=args.precision, compile=args.compile)
     report = stylize_video(engine, args.input, style, args.output, controls,
                            batch_size=args.batch_size, stability=args.stability, rate=rate,
                            progress=not args.quiet, overwrite=args.overwrite)
