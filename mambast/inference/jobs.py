@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from ..fs import WriteError, atomic_write, atomic_write_bytes, atomic_write_text, ensure_dir
+from ..fs import WriteError, atomic_write, atomic_write_bytes, atomic_write_text, ensure_dir, remove_stale_temp_files
 from ..images import check_planned_size, image_size, load_resized, plan_size, to_pil, to_tensor
 from ..model import MambaST
 from ..model.mamba_st import pad_to_patches, padded_size
@@ -434,28 +434,6 @@ def check_output_dir(output_dir: str | Path) -> Path:
     return out
 
 
-def remove_stale_temp_files(output_dir: Path) -> int:
-    """Delete `.NAME.PID.tmp` files (mambast.fs's temp names) below `output_dir` whose writer is gone; -> count."""
-    removed = 0
-    for tmp in output_dir.rglob(".*.tmp"):
-        parts = tmp.name.rsplit(".", 2)
-        if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-                removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, options: RunOptions | None = None,
              dist: Dist | None = None, refused: dict[int, str] | None = None) -> JobReport:
     """Stylize `jobs` (the whole work list, identical in every process) into `output_dir`.
@@ -470,7 +448,7 @@ def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, option
     check_output_dir(out)
     if options.skip_existing:  # a resumed run: remove the temp files a killed run left, before anyone writes
         if dist.rank == 0:
-            remove_stale_temp_files(out)
+            remove_stale_temp_files(out, recursive=True)
         dist.barrier()
     refused = refused or {}
     failed: list[tuple[int, str, str]] = []
