@@ -33,8 +33,10 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
+DEV = REPO.parent / "shared" / "images" / "dev"  # development images (never the eval set)
 sys.path.insert(0, str(REPO))
 
+from mambast.io import DEFAULT_WEIGHTS  # noqa: E402
 from mambast.losses import content_loss, mean_std, style_loss  # noqa: E402
 from mambast.model import MambaST  # noqa: E402
 
@@ -254,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--json", type=Path)
     v.set_defaults(func=cmd_speed)
     g = sub.add_parser("grow", help="every growth of the bundled model: function kept? params, 512-px time")
-    g.add_argument("--checkpoint", type=Path, default=REPO / "mambast" / "assets" / "default.safetensors")
-    g.add_argument("--content", type=Path, default=REPO.parent / "shared" / "images" / "dev" / "content" / "00.jpg")
-    g.add_argument("--style", type=Path, default=REPO.parent / "shared" / "images" / "dev" / "style" / "00.jpg")
+    g.add_argument("--checkpoint", type=Path, default=DEFAULT_WEIGHTS)
+    g.add_argument("--content", type=Path, default=DEV / "content" / "00.jpg")
+    g.add_argument("--style", type=Path, default=DEV / "style" / "00.jpg")
     g.add_argument("--repeats", type=int, default=3)
     g.add_argument("--threads", type=int, default=1)
     g.add_argument("--json", type=Path)
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("step", help="seconds per distillation step, settings alternating")
     t.add_argument("--vgg", type=Path, required=True)
     t.add_argument("--cache", type=Path, required=True)
-    t.add_argument("--checkpoint", type=Path, default=REPO / "mambast" / "assets" / "default.safetensors")
+    t.add_argument("--checkpoint", type=Path, default=DEFAULT_WEIGHTS)
     t.add_argument("--variants", nargs="+", default=["2:inline", "1:prefetch"], help="THREADS:inline|prefetch")
     t.add_argument("--steps", type=int, default=4)
     t.add_argument("--rounds", type=int, default=2)
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("profile", help="a step's parts timed alone (student, loss network, data), bf16 and fp32")
     f.add_argument("--vgg", type=Path, required=True)
     f.add_argument("--cache", type=Path, required=True)
-    f.add_argument("--checkpoint", type=Path, default=REPO / "mambast" / "assets" / "default.safetensors")
+    f.add_argument("--checkpoint", type=Path, default=DEFAULT_WEIGHTS)
     f.add_argument("--repeats", type=int, default=3)
     f.add_argument("--threads", type=int, default=1)
     f.add_argument("--json", type=Path)
