@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import numpy as np
+import pytest
 import torch
 
 from mambast.config import MambaSTConfig
+from mambast.errors import UserError
 from mambast.nets.vgg import load_vgg
 from mambast.train.distill import DistillConfig, batch_at, load_cache, load_student, train
 
@@ -146,3 +151,28 @@ def test_teacher_features_computed_ahead_equal_the_inline_ones():
         assert len(feats) == 4 and (feats[0].dtype == torch.bfloat16) == amp
         for k in inline:
             torch.testing.assert_close(ahead[k], inline[k], rtol=1e-5, atol=1e-6)
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it would call os.system (a weights_only reader must refuse it)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_distillation_checkpoints_are_never_unpickled(tmp_path, monkeypatch):
+    """load_student and a resume read ckpt_*.pt with weights_only=True, as every other torch file: a file that
+    holds pickled objects is one UserError line, and its code never runs (it was weights_only=False)."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": {}, "config": {"model": TINY.to_dict()}, "payload": _RunsCode()}, run / "ckpt_0000002.pt")
+    with pytest.raises(UserError, match="refused: it holds pickled Python objects"):
+        load_student(run)
+    _cache(tmp_path / "cache")
+    (run / "config.json").write_text(json.dumps(asdict(_cfg(tmp_path / "cache", 4))))
+    with pytest.raises(UserError, match="refused: it holds pickled Python objects"):
+        train(_cfg(tmp_path / "cache", 4), run, vgg=load_vgg(None, allow_random=True))
+    assert not (tmp_path / "PWNED").exists()

@@ -35,6 +35,7 @@ from ..config import MambaSTConfig
 from ..errors import UserError
 from ..fs import atomic_write, atomic_write_text, ensure_dir
 from ..images import list_images, load_image, uint8_to_unit, unit_to_uint8
+from ..io.state_dict import torch_load_tensors
 from ..losses import content_loss, feature_loss, style_loss
 from ..model import MambaST
 
@@ -255,7 +256,7 @@ def load_student(run_dir: Path) -> MambaST:
     ckpt = _latest(Path(run_dir))
     if ckpt is None:
         raise UserError(f"no ckpt_*.pt in run_dir {run_dir}")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch_load_tensors(ckpt)
     model = MambaST(MambaSTConfig.from_dict(state["config"]["model"]))
     model.load_state_dict(state["model"])
     return model.eval()
@@ -293,7 +294,7 @@ def train(cfg: DistillConfig, run_dir: Path, vgg=None) -> Path:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if ckpt is not None:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch_load_tensors(ckpt)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
