@@ -8,16 +8,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from .errors import UserError
-
-
-class FieldError(UserError):
-    """A bad value of named configuration fields: the message names the fields (a front-end maps them to its
-    own spelling, e.g. the CLI's `max_iter` -> `--max-iter`, with `fields`)."""
-
-    def __init__(self, message: str, *fields: str):
-        super().__init__(message)
-        self.fields = fields
+from .errors import FieldError, UserError
 
 
 def dataclass_from_dict(cls, d: dict, what: str):

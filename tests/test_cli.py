@@ -257,3 +257,22 @@ def test_sigterm_ends_every_command_like_ctrl_c():
                           timeout=60)
     assert proc.returncode == 130, (proc.returncode, proc.stderr)
     assert proc.stderr.strip() == "mambast: interrupted"
+
+
+def test_field_errors_become_the_commands_flags_in_one_place():
+    """A library FieldError names fields; mambast.cli.main spells them as the command's flags (read off the
+    parser: `--field-name` where it exists, else the longest flag, positionals by metavar, overrides win)."""
+    import argparse
+
+    from mambast.cli.common import field_flags, flag_message
+    from mambast.errors import FieldError
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--max-iter", "-n", dest="max_iter")
+    p.add_argument("-s", "--style-size", dest="style_size")
+    p.add_argument("content", metavar="CONTENT")
+    names = field_flags(p, {"content_dir": "--content"})
+    e = FieldError("max_iter must be >= 1; style_size too big for content; content_dir empty; max_iterations",
+                   "max_iter", "style_size", "content_dir")
+    assert flag_message(e, names) == ("--max-iter must be >= 1; --style-size too big for content; --content empty;"
+                                      " max_iterations")

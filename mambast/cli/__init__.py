@@ -8,7 +8,7 @@ import importlib
 import os
 import sys
 
-from ..errors import UserError
+from ..errors import FieldError, UserError
 from ..signals import sigterm_as_interrupt
 
 SUBCOMMANDS = ("stylize", "stylize_dataset", "export", "train", "eval", "weights", "video", "ui")
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler below
         return code
+    except FieldError as e:  # the library names fields; the user sees this command's flags
+        print(f"mambast: error: {args.command}: {_flag_message(parser, args.command, e)}", file=sys.stderr)
+        return 2
     except UserError as e:  # `mambast: error: COMMAND: message`, like argparse's errors
         print(f"mambast: error: {args.command}: {e}", file=sys.stderr)
         return 2
@@ -55,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mambast ... | head`: the reader left; stop quietly, as other Unix tools do
         _silence_stdout()
         return 141  # 128 + SIGPIPE
+
+
+def _flag_message(parser: argparse.ArgumentParser, command: str, error: FieldError) -> str:
+    """`error`'s message in `command`'s flags: read off its parser, plus the module's FIELD_FLAGS (fields whose
+    flag is not `--field-name`, e.g. `{"content_dir": "--content"}`)."""
+    from .common import field_flags, flag_message
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    module = importlib.import_module(f"{__name__}.{command.replace('-', '_')}")
+    return flag_message(error, field_flags(sub.choices[command], getattr(module, "FIELD_FLAGS", None)))
 
 
 def _silence_stdout() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+
 import torch
 
-from ..errors import UserError
+from ..errors import FieldError, UserError
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -18,3 +21,28 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but CUDA is not available here")
     return device
+
+
+def field_flags(parser: argparse.ArgumentParser, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Library field name -> this command's spelling of it: each option's destination -> its flag (`--max-iter`
+    for `max_iter` where it exists, else its longest), each positional -> its metavar; `overrides` (a command's
+    FIELD_FLAGS) win."""
+    names: dict[str, str] = {}
+    for action in parser._actions:
+        if action.option_strings:
+            plain = "--" + action.dest.replace("_", "-")
+            names.setdefault(action.dest, plain if plain in action.option_strings
+                             else max(action.option_strings, key=len))
+        elif action.dest != argparse.SUPPRESS and not isinstance(action, argparse._SubParsersAction):
+            names.setdefault(action.dest, action.metavar or action.dest.upper())
+    return names | (overrides or {})
+
+
+def flag_message(error: FieldError, names: dict[str, str]) -> str:
+    """The library's one-line message with every field it names spelled as the command's flag: the one place
+    where library field names become command-line spellings (`mambast.cli.main` calls it for every command)."""
+    text = str(error)
+    for name in error.fields:
+        if name in names:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", names[name], text)
+    return text

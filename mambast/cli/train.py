@@ -2,14 +2,13 @@
 
 The options are generated from the config dataclasses: one `--field-name` per TrainConfig field (help from the
 field's metadata) and per MambaSTConfig field (the architecture, overriding the preset's), so a new setting
-needs no second copy here. Library errors name fields (`max_iter must be >= 1`); `run` maps them to flags.
+needs no second copy here. Library errors name fields (`max_iter must be >= 1`); `mambast.cli.main` maps them to flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import types
 import typing
@@ -17,7 +16,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from ..config import FieldError, MambaSTConfig
+from ..config import MambaSTConfig
 from ..errors import UserError
 
 # fields that may differ when resuming: they do not change what the run computes
@@ -128,14 +127,6 @@ def build_config(args: argparse.Namespace):
     return train_preset(args.preset, **given)
 
 
-def cli_message(e: FieldError) -> str:
-    """The library's message with its field names spelled as this command's flags."""
-    text = str(e)
-    for name in e.fields:
-        text = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", flag(name), text)
-    return text
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"mambast: warning: {message}", file=sys.stderr)
 
@@ -147,14 +138,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--resume continues a run in place: leave out --out (or give the same folder)")
     if not args.resume and not args.out:
         raise UserError("give --out RUN_DIR for a new run (or --resume RUN_DIR to continue one)")
-    try:
-        cfg = build_config(args)
-        run_dir = Path(args.resume or args.out)
-        with warnings.catch_warnings():  # library warnings (e.g. a changed schedule on resume) as one line
-            warnings.showwarning = _show_warning
-            result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
-    except FieldError as e:
-        raise UserError(cli_message(e)) from None
+    cfg = build_config(args)  # FieldErrors (library field names) become flags in mambast.cli.main
+    run_dir = Path(args.resume or args.out)
+    with warnings.catch_warnings():  # library warnings (e.g. a changed schedule on resume) as one line
+        warnings.showwarning = _show_warning
+        result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     if result.checkpoint is not None and os.environ.get("RANK", "0") == "0":
         skipped = f"; skipped {len(result.bad_files)} unreadable image(s)" if result.bad_files else ""
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
