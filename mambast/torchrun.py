@@ -1,4 +1,14 @@
-"""Leaving a torchrun job cleanly: one way for training (train/distributed.py) and inference (inference/sharding.py).
+"""A process's place in a torchrun job, one way for training (train/loop.py) and inference (inference/jobs.py).
+
+    with DistContext.from_env(device) as ctx:   # joins torchrun's group, leaves it at the end
+        ctx.rank, ctx.world_size, ctx.device, ctx.barrier(), ctx.gather(obj)
+
+`DistContext.from_env` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK): without torchrun (no
+WORLD_SIZE > 1) it is one process of one and joins nothing. Under torchrun it joins the default group (gloo
+on the CPU, nccl on CUDA) with a timeout of TIMEOUT on every collective, one GPU per rank (cuda:LOCAL_RANK;
+more ranks on a node than GPUs is a one-line error), and leaves it with the steps below.
+
+Leaving a torchrun job cleanly:
 
 Why this exists (issue 25, kind 7): about 1 in 20 complete 2-rank runs ended with one rank aborting at process
 exit ("terminate called without an active exception", SIGABRT) after all its work was written, so torchrun
@@ -7,7 +17,7 @@ finalization a background thread of the process group (gloo's transport loop and
 hold tensors with Python objects) tries to take the GIL or is torn down with the interpreter, CPython ends
 that thread with a forced unwind, the unwind meets a `noexcept` C++ frame and the runtime calls
 std::terminate (pytorch/pytorch#179291, #190489). Those threads were still there at exit although both
-wrappers called destroy_process_group:
+commands called destroy_process_group:
 - inference: `import torch._dynamo` (which `torch.compiler.assume_constant_result` in ops/scan_cpu.py does
   when the model is loaded, after the group was joined) takes 10 references to the default group that
   destroy_process_group never drops, so the group and its three gloo threads lived until interpreter exit;
@@ -37,12 +47,112 @@ import gc
 import logging
 import os
 import sys
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:  # torch is imported when a context is made: `python -m mambast --help` does not load it
+    import torch
+
+__all__ = ["TIMEOUT", "DistContext", "join_group", "leave_group", "exit_process"]
+
+# of every collective: rank 0 may list and check a large folder, or write a checkpoint, while the others wait
+TIMEOUT = datetime.timedelta(hours=2)
 
 _joined = False  # this process joined a process group at some point (then exit_process skips finalization)
 
 
-def join_group(backend: str, timeout: datetime.timedelta | None = None) -> None:
+@dataclass
+class DistContext:
+    """This process's place in a run: rank of world_size, local_rank (its GPU on this node), its device, and
+    whether it joined the process group itself (`owns_group`: then `close` leaves it). A bare
+    `DistContext()` is one process of one on the CPU."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None
+    owns_group: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device is None:
+            import torch
+
+            self.device = torch.device("cpu")
+
+    @classmethod
+    def from_env(cls, device: str | torch.device | None = "auto",
+                 timeout: datetime.timedelta = TIMEOUT) -> DistContext:
+        """One process (no torchrun), or join torchrun's group (unless this process is in one already).
+
+        device: a setting as `mambast.device.resolve_device` takes it ("auto", "cpu", "cuda", "cuda:N"...).
+        Under torchrun a CUDA device is cuda:LOCAL_RANK (one GPU per rank, made the current device). Raises
+        FieldError naming `device` (see resolve_device), or UserError when a node starts more ranks than it
+        has GPUs."""
+        import torch
+        import torch.distributed as dist
+
+        from .device import resolve_device
+        from .errors import UserError
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        resolved = resolve_device(device, local_rank=local)
+        if world <= 1:
+            return cls(device=resolved)
+        rank = int(os.environ["RANK"])
+        if resolved.type == "cuda":
+            if local >= torch.cuda.device_count():
+                raise UserError(f"rank {rank}: LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) "
+                                "here; start at most one process per GPU (torchrun --nproc_per_node)")
+            resolved = torch.device("cuda", local)
+            torch.cuda.set_device(resolved)
+        owns = not dist.is_initialized()
+        if owns:
+            join_group("nccl" if resolved.type == "cuda" else "gloo", timeout=timeout)
+        return cls(dist.get_rank(), dist.get_world_size(), local, resolved, owns)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that reports and writes what is written once."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """More than one rank (collectives go through the group)."""
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        """Wait for every rank (nothing in one process)."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def gather(self, obj: Any) -> list:
+        """Every rank's `obj` (picklable), in rank order, on every rank (every rank must call it)."""
+        if not self.distributed:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self, finished: bool = True) -> None:
+        """Leave the group this context joined (`leave_group`: after a normal end (`finished`) the ranks first
+        meet at a barrier; after an error they do not, the others may never arrive)."""
+        if self.owns_group:
+            self.owns_group = False
+            leave_group(finished)
+
+    def __enter__(self) -> DistContext:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(finished=exc_type is None)
+
+
+def join_group(backend: str, timeout: datetime.timedelta | None = TIMEOUT) -> None:
     """Join torchrun's default process group (env:// rendezvous: RANK, WORLD_SIZE, MASTER_ADDR/PORT).
     backend: "gloo" or "nccl"; timeout: of every collective (None: torch's default)."""
     import torch.distributed as dist

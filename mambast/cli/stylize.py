@@ -129,13 +129,13 @@ def run(args) -> int:
     from dataclasses import replace
     from pathlib import Path
 
+    from ..device import resolve_device
     from ..images import list_images
     from ..inference.engine import draw_seed
     from ..inference.jobs import check_output_dir, run_jobs
     from ..inference.sharding import Dist
     from ..inference.worklist import find_conflicts, named, pair_jobs
     from ..io import load
-    from .common import resolve_device
 
     out = Path(args.output).expanduser()
     controls = controls_from_args(args)

@@ -37,13 +37,13 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from ..device import resolve_device
     from ..errors import UserError
     from ..images import list_images
     from ..inference.jobs import check_output_dir, run_jobs
     from ..inference.sharding import Dist
     from ..inference.worklist import dataset_jobs, find_conflicts, named
     from ..io import load
-    from .common import resolve_device
 
     out = Path(args.output).expanduser()
     if Path(args.manifest).name != args.manifest:

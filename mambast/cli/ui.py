@@ -66,9 +66,9 @@ def run(args) -> int:
 
 def _serve(args, workspace) -> int:
     """Load the model, build the page with its results in `workspace`, serve until interrupted."""
+    from ..device import resolve_device
     from ..errors import UserError
     from ..io import load
-    from .common import resolve_device
 
     try:
         from ..ui.app import build_app, launch, wait

@@ -49,13 +49,13 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from ..device import resolve_device
     from ..errors import UserError
     from ..images import load_image
     from ..inference import Stylizer
     from ..inference.size import check_size
     from ..io import load
     from ..video.io import check_paths, is_video_path, parse_rate, require_av
-    from .common import resolve_device
     from .controls import controls_from_args
 
     check_size(args.size, name="--size")

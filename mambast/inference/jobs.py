@@ -464,7 +464,7 @@ def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, option
         for job in jobs:
             if job.index in refused:
                 fail(job, refused[job.index])
-    mine = [j for j in shard(jobs, dist.rank, dist.world) if j.index not in refused]
+    mine = [j for j in shard(jobs, dist.rank, dist.world_size) if j.index not in refused]
     stamper = Stamper(model, options.size, options.controls, options.precision, EXTENSIONS[options.ext],
                       options.jpeg_quality)
     existing, stale = _kept_outputs(mine, out, stamper) if options.skip_existing else ([], set())
@@ -486,7 +486,7 @@ def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, option
         report.existing += [out / by_index[i].output for i in part_existing]
         report.replaced += [out / by_index[i].output for i in part_replaced]
     if options.manifest and dist.rank == 0:
-        _merge_manifests(out, options.manifest, dist.world)
+        _merge_manifests(out, options.manifest, dist.world_size)
     dist.barrier()
     return report
 
