@@ -176,7 +176,7 @@ def test_pil_api_matches_and_caches_styles(tiny):
     b = engine.stylize(content, style, Controls(seed=1))
     assert a.size == (44 * 32 // 44 if 44 < 60 else 32, 32) or min(a.size) == 32
     assert np.array_equal(np.asarray(a), np.asarray(b))
-    assert len(engine._cache) == 1
+    assert len(engine.styles) == 1
     assert isinstance(to_pil(torch.zeros(3, 8, 8)), Image.Image)
 
 
@@ -326,9 +326,9 @@ def test_style_cache_follows_the_content_of_the_style(tiny, tmp_path):
     assert np.array_equal(cached(array), fresh(a))
     array[:] = np.asarray(b)  # a numpy array edited in place
     assert np.array_equal(cached(array), fresh(b))
-    n = len(engine._cache)
+    n = len(engine.styles)
     cached(b.copy()), cached(np.asarray(b)), cached(str(path))  # the same pixels or bytes: hits
-    assert len(engine._cache) == n == 4  # (a, b) as files, (a, b) as pixels
+    assert len(engine.styles) == n == 4  # (a, b) as files, (a, b) as pixels
     state = {k: v.clone() for k, v in tiny.state_dict().items()}
     try:
         with torch.no_grad():

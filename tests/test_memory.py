@@ -177,11 +177,13 @@ def _live_tensor_bytes(floor: int) -> int:
     the parameters and buffers of every module."""
     import gc
     import warnings
+    import weakref
 
     objects = gc.get_objects()
     with warnings.catch_warnings():  # isinstance on a deprecated torch alias (torch.distributed.reduce_op) warns
         warnings.simplefilter("ignore", FutureWarning)
-        modules = [m for m in objects if isinstance(m, torch.nn.Module)]
+        modules = [m for m in objects  # a weak proxy whose model is gone raises on isinstance: left out
+                   if not isinstance(m, weakref.ProxyTypes) and isinstance(m, torch.nn.Module)]
     weights = {t.untyped_storage().data_ptr() for m in modules
                for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))}
     storages = {}

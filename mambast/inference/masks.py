@@ -27,8 +27,8 @@ def mask_labels(mask: Image.Image, n_styles: int) -> np.ndarray:
     codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     colours, labels = np.unique(codes, return_inverse=True)
     if len(colours) != n_styles:
-        raise UserError(f"the mask has {len(colours)} colours for {n_styles} styles (one colour per style; "
-                        "with two styles any black/white mask works)")
+        raise UserError(f"{len(colours)} colours for {n_styles} styles (one colour per style; with two styles "
+                        "any black/white image works)")
     r, g, b = colours >> 16, (colours >> 8) & 255, colours & 255
     order = np.lexsort((b, g, r, 0.299 * r + 0.587 * g + 0.114 * b))  # luminance first
     rank = np.empty_like(order)
