@@ -163,3 +163,92 @@ def test_paper_mode_non_square_content_is_compared_on_the_protocol_crop(weights,
                       weights=w, size=96, progress=False)  # fmt: skip
     row = report["per_pair"][0]
     assert row["lpips"] == 0.0 and row["lpips_gray"] == 0.0 and row["cfsd"] == 0.0
+
+
+# ----------------------------------------------------------------------------- the protocol's pieces (issue 24)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from mambast import MambaST, MambaSTConfig
+
+    torch.manual_seed(0)
+    return MambaST(MambaSTConfig.preset("tiny")).eval()
+
+
+@pytest.mark.parametrize("mode", ["paper", "native"])
+def test_stylize_step_encodes_each_input_once_and_equals_single_calls(tiny_model, tmp_path, monkeypatch, mode):
+    """The protocol's stylize step encodes each content once and each style once per content grid, and every
+    image equals one `Stylizer.stylize(content, style, Controls(shuffle, seed))` call (it was N x M calls,
+    each encoding its content again)."""
+    from mambast.images import load_image
+    from mambast.inference import Controls, Stylizer
+    from mambast.metrics import EvalOptions, StylizeOptions
+    from mambast.metrics.preprocess import protocol_input
+    from mambast.metrics.stylize import stylize_all
+
+    contents = write_images(tmp_path / "content", {"a": (72, 64), "b": (64, 64), "c": (64, 64)}, seed=4)
+    styles = write_images(tmp_path / "style", {"s": (64, 64), "t": (64, 80)}, seed=5)
+    calls = {"encode_content": 0, "style_tokens": 0}
+    for name in calls:
+        original = getattr(Stylizer, name)
+
+        def counted(self, *a, _name=name, _original=original, **k):
+            calls[_name] += 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(Stylizer, name, counted)
+    options = EvalOptions(mode=mode, size=64, progress=False)
+    written, failed = stylize_all(tiny_model, contents, styles, tmp_path / "out", options,
+                                  StylizeOptions(seed=3, stylized_format="png"))  # fmt: skip
+    assert failed == [] and len(written) == 6
+    # paper: one grid (64 x 64 crops); native: a's grid (72 x 64), then b and c share the other one
+    assert calls == {"encode_content": 3, "style_tokens": 2 if mode == "paper" else 4}
+    monkeypatch.undo()
+    single = Stylizer(tiny_model, size=None if mode == "paper" else 64)
+    prep = (lambda p: protocol_input(load_image(p), 64)) if mode == "paper" else load_image
+    for c in contents:
+        for s in styles:
+            want = single.stylize(prep(c), prep(s), Controls(shuffle=True, seed=3))
+            got = Image.open(tmp_path / "out" / f"{c.stem}_stylized_{s.stem}.png")
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_options_name_their_fields():
+    from mambast.errors import FieldError
+    from mambast.metrics import EvalOptions, StylizeOptions
+
+    for kind, kw, field in ((EvalOptions, {"cfsd_chunk": 0}, "cfsd_chunk"), (EvalOptions, {"mode": "x"}, "mode"),
+                            (EvalOptions, {"contact_cell": 7}, "contact_cell"),
+                            (EvalOptions, {"fid_style_set": "all"}, "fid_style_set"),
+                            (EvalOptions, {"size": True}, "size"), (StylizeOptions, {"seed": -1}, "seed"),
+                            (StylizeOptions, {"stylized_format": "tif"}, "stylized_format")):  # fmt: skip
+        with pytest.raises(FieldError, match=rf"^{field} must be") as e:
+            kind(**kw)
+        assert e.value.fields == (field,)
+    assert EvalOptions(size=np.int64(96)).size == 96 and type(EvalOptions(size=np.int64(96)).size) is int
+    assert EvalOptions().style_set == "pairs" and EvalOptions(mode="native").style_set == "unique"
+    assert StylizeOptions().format_for("paper") == "jpg" and StylizeOptions().format_for("native") == "png"
+
+
+def test_score_writes_nothing_and_leaves_networks_as_they_were(folders, weights, tmp_path):
+    """score -> Report from the images alone; write_report writes the three files; evaluate = the two."""
+    from mambast.metrics import EvalOptions, load_networks, pair_folders, score, write_report
+
+    nets = load_networks(EvalWeights(**{**weights.__dict__, "inception": None, "vgg": None}))
+    keys = set(nets.nets)
+    pairing = pair_folders(folders / "stylized", folders / "content", folders / "style")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    small = score(pairing, nets, EvalOptions(size=24, progress=False))  # below LPIPS' 31 px: skipped there
+    assert "size 24 is below the 31 px" in small.skipped["lpips"] and set(nets.nets) == keys  # not mutated
+    report = score(pairing, nets, EvalOptions(mode="native", progress=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert report.counts["pairs"] == 3 and set(report.metrics) == {"lpips", "lpips_gray", "cfsd"}
+    write_report(report.as_dict(stylized_dir="x"), pairing.pairs, tmp_path / "r", contact_cell=16)
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"report.json", "report.md", "contact_sheet.png"}
+    via = evaluate(folders / "stylized", folders / "content", folders / "style", tmp_path / "e",
+                   weights=EvalWeights(**{**weights.__dict__, "inception": None, "vgg": None}),
+                   options=EvalOptions(mode="native", progress=False))  # fmt: skip
+    assert via["metrics"] == report.metrics and via["per_pair"] == report.per_pair
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        evaluate(folders / "stylized", folders / "content", folders / "style", tmp_path / "f", sizes=3)

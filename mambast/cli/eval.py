@@ -9,6 +9,7 @@ Exit code: 0 all pairs scored, 1 some pairs failed (listed in report.md; the res
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
 from mambast.errors import UserError
@@ -69,70 +70,36 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-POSITIVE = (
-    ("--size", "size", 1),
-    ("--batch-size", "batch_size", 1),
-    ("--cfsd-chunk", "cfsd_chunk", 1),
-    ("--contact-cell", "contact_cell", 8),
-    ("--fid-inf-points", "fid_inf_points", 2),
-    ("--seed", "seed", 0),
-)
+def _from_args(kind: type, args: argparse.Namespace, **given):
+    """A `kind` dataclass from the parsed flags: each field from the flag of the same name (`--cfsd-chunk` ->
+    cfsd_chunk), except those `given`."""
+    return kind(**{f.name: getattr(args, f.name) for f in fields(kind) if f.name not in given}, **given)
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Every numeric option checked before any work: one-line UserError naming the flag."""
-    for flag, name, low in POSITIVE:
-        value = getattr(args, name)
-        if value < low:
-            raise UserError(f"{flag} must be an integer >= {low}, got {value}")
+def _stylized_format(args: argparse.Namespace) -> str | None:
+    """--stylized-format, which names the files --checkpoint writes: refused with --stylized (a flag pairing,
+    not a value the library checks)."""
     if args.stylized is not None and args.stylized_format is not None:
         raise UserError("--stylized-format applies to --checkpoint (the files eval writes), not --stylized")
+    return args.stylized_format
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and print the metric table; returns 0, or 1 when some pairs failed (partial).
 
-    Errors that stop everything raise UserError (exit 2).
+    Every option is checked by the library before any work, whichever the mode (FieldError naming the field:
+    `mambast.cli.main` spells it as the flag); errors that stop everything raise UserError (exit 2).
     """
-    from mambast.metrics.protocol import EvalWeights, evaluate, run_protocol
+    from mambast.metrics import EvalOptions, EvalWeights, StylizeOptions, evaluate, run_protocol
     from mambast.metrics.report import format_value
 
-    check_args(args)
-    weights = EvalWeights(
-        inception=args.inception,
-        lpips_alexnet=args.lpips_alexnet,
-        lpips_heads=args.lpips_heads,
-        vgg19=args.vgg19,
-        vgg=args.vgg,
-        fid_inception=args.fid_inception,
-        folder=args.weights_dir,
-    )
-    common = dict(
-        weights=weights,
-        mode=args.mode,
-        size=args.size,
-        device=args.device,
-        batch_size=args.batch_size,
-        cfsd_chunk=args.cfsd_chunk,
-        contact_cell=args.contact_cell,
-        progress=not args.quiet,
-        fid_style_set=args.fid_style_set,
-        fid_inf=args.fid_inf,
-        fid_inf_points=args.fid_inf_points,
-    )
+    options = _from_args(EvalOptions, args, progress=not args.quiet)
+    stylize = _from_args(StylizeOptions, args, shuffle=not args.no_shuffle, stylized_format=_stylized_format(args))
+    weights = _from_args(EvalWeights, args, folder=args.weights_dir)
     if args.checkpoint is not None:
-        report = run_protocol(
-            args.checkpoint,
-            args.content_dir,
-            args.style_dir,
-            args.out,
-            seed=args.seed,
-            shuffle=not args.no_shuffle,
-            stylized_format=args.stylized_format,
-            **common,
-        )
+        report = run_protocol(args.checkpoint, args.content_dir, args.style_dir, args.out, weights, options, stylize)
     else:
-        report = evaluate(args.stylized, args.content_dir, args.style_dir, args.out, **common)
+        report = evaluate(args.stylized, args.content_dir, args.style_dir, args.out, weights, options)
     counts = report["counts"]
     print(
         f"scored {counts['pairs']} of {counts['found'] + len(report.get('stylize', {}).get('failed', []))} "

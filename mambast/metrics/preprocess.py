@@ -16,15 +16,17 @@ ratios agree).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from PIL import Image
 
 from mambast.errors import UserError
-from mambast.images import to_tensor
+from mambast.images import ImageError, load_image, to_tensor
 
 __all__ = [
-    "MODES", "METRIC_INPUTS", "apply_mode", "center_crop", "fit_to", "for_metric", "gray", "protocol_input",
-    "resize_short", "to_tensor",
+    "MODES", "METRIC_INPUTS", "InputImages", "apply_mode", "center_crop", "fit_to", "for_metric", "gray",
+    "protocol_input", "resize_short", "to_tensor",
 ]  # fmt: skip
 
 MODES = ("paper", "native")
@@ -87,3 +89,26 @@ def gray(img: Image.Image) -> Image.Image:
 def for_metric(img: Image.Image, mode: str, size: int, metric: str) -> torch.Tensor:
     """`apply_mode` then (3, H, W) float32 in [0, 1]."""
     return to_tensor(apply_mode(img, mode, size, metric))
+
+
+class InputImages:
+    """Decoded input images by path (`mambast.images.load_image`), each read once; an unreadable one is
+    remembered as its ImageError and raised again at every later request."""
+
+    def __init__(self) -> None:
+        self.cache: dict[Path, Image.Image | ImageError] = {}
+
+    def get(self, path: Path, keep: bool = True) -> Image.Image:
+        """The RGB image at `path` (ImageError when unreadable); keep=False: not kept once read (an image
+        needed once, like a stylized output), though a failure still is."""
+        got = self.cache.get(path)
+        if got is None:
+            try:
+                got = load_image(path)
+            except ImageError as e:
+                got = e
+            if keep or isinstance(got, ImageError):
+                self.cache[path] = got
+        if isinstance(got, ImageError):
+            raise got
+        return got

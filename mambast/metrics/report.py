@@ -12,12 +12,12 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from mambast.fs import atomic_write, atomic_write_text
+from mambast.fs import atomic_write, atomic_write_text, ensure_dir
 from mambast.images import ImageError, load_image
 
 from .pairing import Pair
 
-__all__ = ["write_json", "write_markdown", "contact_sheet", "format_value", "METRIC_NOTES"]
+__all__ = ["write_report", "write_json", "write_markdown", "contact_sheet", "format_value", "METRIC_NOTES"]
 
 METRIC_NOTES = {
     "artfid": "ArtFID = (1 + LPIPS) * (1 + FID), lower is better",
@@ -76,6 +76,17 @@ def write_markdown(report: Mapping, path: Path) -> None:
     if counts.get("missing"):
         lines += ["", f"Pairs without a stylized image: {counts['missing']}"]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def write_report(report: Mapping, pairs: Sequence[Pair], out_dir: str | Path, contact_cell: int = 128) -> Path:
+    """Write `report` (a `Report.as_dict()`) into `out_dir` (made if missing) -> out_dir: report.json,
+    report.md and contact_sheet.png of `pairs`, its failed pairs crossed out (cells of contact_cell px)."""
+    out_dir = ensure_dir(out_dir)
+    failed = {item[0] for item in report["failed"]}
+    contact_sheet(pairs, out_dir / "contact_sheet.png", cell=contact_cell, failed=failed)
+    write_json(report, out_dir / "report.json")
+    write_markdown(report, out_dir / "report.md")
+    return out_dir
 
 
 def _thumb(path: Path | None, cell: int, failed: bool = False) -> Image.Image:
