@@ -6,8 +6,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from mambast.flow import DISFlow, consistency_mask, inside_mask, motion_boundary_mask, warp  # noqa: E402
 from mambast.metrics.warping import warping_error  # noqa: E402
-from mambast.video.flow import DISFlow, consistency_mask, inside_mask, motion_boundary_mask, warp  # noqa: E402
 
 
 def _texture(h, w, seed=0):

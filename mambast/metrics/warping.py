@@ -10,7 +10,7 @@ trustworthy (inside the picture, forward-backward consistent = not occluded, off
 short-term: the mean of E(t, t+1) over all t; long-term: the mean of E(t, t+10). Lower is more stable; an
 output that follows the input's motion exactly scores ~0.
 
-The flow is OpenCV's DIS (`mambast.video.flow`), not FlowNet2 or RAFT as in the papers, so absolute numbers
+The flow is OpenCV's DIS (`mambast.flow`), not FlowNet2 or RAFT as in the papers, so absolute numbers
 are NOT comparable with published tables; compare methods measured here, with this function.
 """
 
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..flow import DISFlow, to_gray, valid_mask, warp
 from ..images import uint8_to_unit, unit_to_uint8
 
 __all__ = ["WarpingError", "warping_error", "pair_error", "LONG_TERM_GAP"]
@@ -55,8 +56,6 @@ def _as_uint8(frame) -> np.ndarray:
 def pair_error(out_a: np.ndarray, out_b: np.ndarray, fwd: np.ndarray, bwd: np.ndarray) -> tuple[float, float]:
     """(E, kept fraction) for one pair: outputs a, b (H, W, 3) float in [0, 1]; fwd = flow a->b, bwd = flow
     b->a (H, W, 2). E is nan when the mask keeps no pixel."""
-    from ..video.flow import valid_mask, warp
-
     mask = valid_mask(fwd, bwd)  # (H, W) bool
     kept = int(mask.sum())
     if kept == 0:
@@ -99,8 +98,6 @@ def warping_error(frames_in: Sequence, frames_out: Sequence, gap: int = LONG_TER
 def _dis_flows(frames_in: list[np.ndarray], hw: tuple[int, int]) -> Callable[[int, int], np.ndarray]:
     """flow(i, j) by DIS on the input frames at the output size (h, w), computed on demand."""
     import cv2
-
-    from ..video.flow import DISFlow, to_gray
 
     h, w = hw
     grays = [to_gray(f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA))

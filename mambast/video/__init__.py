@@ -1,8 +1,8 @@
 """Video stylization (`mambast video`; optional extra `mambast[video]`: PyAV and OpenCV).
 
 io.py         decode/encode with PyAV (frame times, display orientation, audio copied in sync), frame folders
-flow.py       DIS optical flow (OpenCV), warping, occlusion and motion-boundary masks
 stabilise.py  --stability: blend each output with the previous output warped by the flow
+              (mambast/flow.py: DIS optical flow, warping, occlusion and motion-boundary masks)
 stylize.py    the engine on a frame sequence: style encoded once, one shuffle seed, batched frames
 pipeline.py   the stages (decode, model, flow blend, encode) overlapped in threads
 """

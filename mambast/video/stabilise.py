@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .flow import DISFlow, require_cv2, to_gray, valid_mask, warp
+from ..flow import DISFlow, require_cv2, to_gray, valid_mask, warp
 
 __all__ = ["Stabiliser", "restore_detail"]
 

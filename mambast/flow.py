@@ -1,6 +1,7 @@
 """Optical flow on input frames (OpenCV's DIS flow, `opencv-python-headless`: no weights to download),
 warping, and the masks of the video style-transfer literature (Ruder et al. 2016, "Artistic style transfer
-for videos"; used by Lai et al. 2018 for the warping error).
+for videos"; used by Lai et al. 2018 for the warping error). Below both of its users: the flow blend of
+`mambast video` (video/stabilise.py) and the warping error (metrics/warping.py).
 
 Convention: `flow(a, b)` is (H, W, 2) float32 (dx, dy) px such that pixel x of frame a shows the same point
 as x + flow(x) of frame b; `warp(b, flow)` samples b at x + flow(x), i.e. brings b into a's coordinates.
@@ -10,19 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..images import unit_to_uint8
-from .io import VideoError
+from .errors import UserError
+from .images import unit_to_uint8
 
 __all__ = ["DISFlow", "require_cv2", "to_gray", "warp", "inside_mask", "consistency_mask", "motion_boundary_mask",
            "valid_mask"]
 
 
 def require_cv2():
-    """The cv2 module, or a one-line VideoError saying how to install it."""
+    """The cv2 module, or a one-line UserError saying how to install it."""
     try:
         import cv2
     except ImportError:
-        raise VideoError("optical flow needs OpenCV: pip install 'mambast[video]'") from None
+        raise UserError("optical flow needs OpenCV: pip install 'mambast[video]'") from None
     return cv2
 
 
