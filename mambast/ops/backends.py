@@ -24,8 +24,8 @@ from functools import cache
 import torch
 from torch import Tensor
 
-from . import cross_scan as _cross
 from . import custom_ops  # registers torch.ops.mambast.scan_lowrank_cpu (used while compiling)
+from .cross_scan_torch import cross_merge_torch, cross_scan_torch
 
 BACKENDS = ("auto", "ref", "torch", "cpu", "mamba_ssm", "triton")
 
@@ -132,7 +132,7 @@ class ScanBackend:
             from .cross_scan_triton import cross_scan_triton
 
             return cross_scan_triton(x)
-        return _cross.cross_scan_torch(x)
+        return cross_scan_torch(x)
 
     def cross_merge(self, y: Tensor, H: int, W: int) -> Tensor:
         """(B, 4, C, L) -> (B, C, L): the four directions mapped back to row-major order and summed."""
@@ -140,7 +140,7 @@ class ScanBackend:
             from .cross_scan_triton import cross_merge_triton
 
             return cross_merge_triton(y, H, W)
-        return _cross.cross_merge_torch(y, H, W)
+        return cross_merge_torch(y, H, W)
 
 
 _TABLE = {name: ScanBackend(name) for name in BACKENDS if name != "auto"}

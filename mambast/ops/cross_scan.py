@@ -3,46 +3,26 @@
     direction 0: row-major flatten of (H, W)      direction 1: column-major flatten
     direction 2: direction 0 reversed             direction 3: direction 1 reversed
 
-Both are linear maps; each is the other's transpose, so autograd through these torch ops already gives
-the adjoint backward (a gather in the forward becomes a scatter-add in the backward). The Triton versions
-(cross_scan_triton.py) are picked through the backend table (backends.py).
+Both are linear maps, each the other's transpose. The implementations: torch ops (cross_scan_torch.py, any
+device) and Triton kernels (cross_scan_triton.py, CUDA), picked through the backend table (backends.py).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from .backends import get_backend, has_module
 
-def cross_scan_torch(x: Tensor) -> Tensor:
-    """(B, C, H, W) -> (B, 4, C, L), L = H * W, in the four scan orders, with torch ops (any device)."""
-    batch, channels, H, W = x.shape
-    out = x.new_empty(batch, 4, channels, H * W)
-    out[:, 0].copy_(x.reshape(batch, channels, H * W))  # row-major
-    out[:, 1].view(batch, channels, W, H).copy_(x.transpose(2, 3))  # column-major
-    out[:, 2:].copy_(out[:, :2].flip(-1))  # both reversed
-    return out
-
-
-def cross_merge_torch(y: Tensor, H: int, W: int) -> Tensor:
-    """(B, 4, C, L) -> (B, C, L): sum of the four directions, each mapped back to row-major order (torch ops)."""
-    batch, _, channels, _ = y.shape
-    rows = y[:, 0] + y[:, 2].flip(-1)  # row-major
-    cols = y[:, 1] + y[:, 3].flip(-1)  # column-major: a (W, H) grid
-    return rows.view(batch, channels, H, W).add_(cols.view(batch, channels, W, H).transpose(2, 3)).view(
-        batch, channels, H * W)
+__all__ = ["cross_merge", "cross_scan"]
 
 
 def cross_scan(x: Tensor, backend: str = "auto") -> Tensor:
     """(B, C, H, W) -> (B, 4, C, L) with the cross scan of `backend` ("auto": Triton on CUDA when importable)."""
-    from .backends import get_backend
-
     return get_backend(_cross_backend(backend), x.device.type).cross_scan(x)
 
 
 def cross_merge(y: Tensor, H: int, W: int, backend: str = "auto") -> Tensor:
     """(B, 4, C, L) -> (B, C, L) with the cross merge of `backend` (as `cross_scan`)."""
-    from .backends import get_backend
-
     return get_backend(_cross_backend(backend), y.device.type).cross_merge(y, H, W)
 
 
@@ -50,6 +30,4 @@ def _cross_backend(backend: str) -> str:
     """For the cross scan alone "auto" needs no scan kernel: Triton on CUDA when importable, else torch ops."""
     if backend != "auto":
         return backend
-    from .backends import has_module
-
     return "triton" if has_module("triton") else "torch"
