@@ -12,6 +12,7 @@ from .blocks import Generators, MambaCore
 from .cnn_decoder import CNNDecoder
 from .memory import DEFAULT_MEMORY_BUDGET
 from .patch_embed import PatchEmbed
+from .shuffle import draw_seed
 from .ss2d import SS2DBase
 
 
@@ -103,9 +104,7 @@ def shuffle_generator(generator: torch.Generator | None, seed: int | None) -> to
     global RNG (so `torch.manual_seed` makes unseeded calls reproducible too)."""
     if generator is not None:
         return generator
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(draw_seed() if seed is None else seed)
 
 
 def padded_size(h: int, w: int, patch: int, name: str = "image") -> tuple[int, int]:

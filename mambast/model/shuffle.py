@@ -10,6 +10,15 @@ from torch import Tensor
 
 Generators = torch.Generator | list[torch.Generator] | None
 
+SEED_HIGH = 2**62  # drawn shuffle seeds lie in [0, SEED_HIGH)
+
+
+def draw_seed(high: int = SEED_HIGH) -> int:
+    """A fresh shuffle seed in [0, high), drawn from torch's global RNG (so `torch.manual_seed` makes runs
+    without a seed reproducible too): the one draw behind `MambaST.forward` without a seed, the engine's and
+    the web UI's (which asks for seeds a browser's numbers hold exactly)."""
+    return int(torch.randint(0, high, (1,)).item())
+
 
 def shuffle_order(style: Tensor, generator: Generators) -> Tensor | None:
     """The permutation for style tokens (B, H, W, C): (1, L) indices from one generator (shared over the batch,

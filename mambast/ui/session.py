@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import shutil
 import socket
 import tempfile
@@ -25,6 +24,7 @@ from ..images import load_resized
 from ..inference import Controls, Stylizer, output_name
 from ..inference.size import check_style_size, is_out_of_memory
 from ..inference.values import check_number
+from ..model.shuffle import draw_seed
 
 log = logging.getLogger("mambast.ui")
 
@@ -34,8 +34,8 @@ WORKSPACE_PREFIX = "mambast-ui-"  # TMP/mambast-ui-PID.HOST-XXXXXXXX: one server
 
 
 def new_seed() -> int:
-    """A fresh shuffle seed in [0, MAX_SEED]."""
-    return random.randrange(MAX_SEED + 1)
+    """A fresh shuffle seed in [0, MAX_SEED] (`mambast.model.shuffle.draw_seed`, the model's own draw)."""
+    return draw_seed(MAX_SEED + 1)
 
 
 @dataclass(frozen=True)
