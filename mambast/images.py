@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
+from .errors import FieldError, UserError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MAX_UPSCALE_ASPECT", "ImageError", "check_planned_size",
@@ -141,6 +141,25 @@ def list_images(path: str | Path, exclude: str | Path | Iterable[str | Path] | N
     if not files:
         raise UserError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return sorted(files)
+
+
+def image_folder(folder: str | Path | None, field: str,
+                 exclude: str | Path | Iterable[str | Path] | None = None) -> list[Path]:
+    """The image files of the folder a setting names (`list_images`: recursive, sorted, hidden names skipped,
+    `exclude` left out): the one check of a "folder of images" setting (training's content_dir and style_dir,
+    stylize-dataset's content and style, convert_hed's normalise_with).
+
+    Raises FieldError naming `field` (as the library spells it; the CLI shows its flag) when no folder is
+    given, `folder` is not a folder, or it holds no images."""
+    if not folder:
+        raise FieldError(f"no {field} given (a folder of images)", field)
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise FieldError(f"{field} {path}: {'not a folder' if path.exists() else 'no such folder'}", field)
+    try:
+        return list_images(path, exclude=exclude)
+    except UserError as e:
+        raise FieldError(f"{field}: {e}", field) from None
 
 
 def relative_names(files: Sequence[str | Path], root: str | Path) -> list[Path]:

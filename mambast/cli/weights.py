@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable
 
 HELP = "metric weight files: list what is found, fetch a known file (network), convert formats"
+FIELD_FLAGS = {"normalise_with": "--normalise"}  # convert-hed's folder (mambast.weights.hed.convert_hed)
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:

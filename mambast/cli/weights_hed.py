@@ -43,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
         out = out / "vgg16_hed.pth"
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; pass --force to overwrite")
-    if args.normalise is not None and not args.normalise.is_dir():
-        raise UserError(f"--normalise {args.normalise}: no such folder")
     convert_hed(args.h5, out, normalise_with=args.normalise, size=args.normalise_size, per=args.normalise_per)
     kind = f", normalised per {args.normalise_per} on {args.normalise}" if args.normalise else ""
     print(f"wrote {out} (VGG-16 up to relu5_1, input caffe_bgr{kind}); train with: mambast train --vgg {out} ...")

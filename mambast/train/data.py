@@ -22,9 +22,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..config import FieldError
 from ..errors import UserError
-from ..images import ImageError, list_images, load_image, to_tensor
+from ..images import ImageError, image_folder, load_image, to_tensor
 
 __all__ = ["PairStream", "StepSampler", "find_images", "make_loader", "mix_seed"]
 
@@ -46,18 +45,9 @@ def mix_seed(*parts: int) -> int:
 
 def find_images(folder: str | Path, role: str, exclude: str | Path | None = None) -> list[Path]:
     """Every image file under `folder` (flat or nested, sorted; hidden names skipped; `exclude`, e.g. the run
-    folder, left out); one-line FieldError naming the config field (`content_dir` / `style_dir`) when it is
-    missing or holds no image."""
-    name = f"{role}_dir"
-    if not folder:
-        raise FieldError(f"no {name} given (a folder of {role} images)", name)
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        raise FieldError(f"{name} {path}: no such folder", name)
-    try:
-        return list_images(path, exclude=exclude)
-    except UserError as e:
-        raise FieldError(f"{name}: {e}", name) from None
+    folder, left out): `mambast.images.image_folder` with the config field (`content_dir` / `style_dir`) its
+    FieldError names when the folder is missing or holds no image."""
+    return image_folder(folder, f"{role}_dir", exclude)
 
 
 class PairStream(Dataset):

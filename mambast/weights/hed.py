@@ -206,11 +206,10 @@ def normalise_vgg16(state_dict: Mapping[str, Tensor], images: Iterable[Tensor], 
     return {k: v for k, v in out.items() if int(k.split(".")[1]) <= VGG16_FEATURE_INDEX[len(means) - 1]}
 
 
-def folder_batches(folder: str | Path, size: int = 256, batch: int = 4) -> Iterator[Tensor]:
-    """(B, 3, size, size) batches of every image under `folder` (sorted), each resized to a square."""
-    from mambast.images import list_images, load_image, to_tensor
+def image_batches(paths: list[Path], size: int = 256, batch: int = 4) -> Iterator[Tensor]:
+    """(B, 3, size, size) batches of the images at `paths` (in order), each resized to a square."""
+    from mambast.images import load_image, to_tensor
 
-    paths = list_images(folder)
     for i in range(0, len(paths), batch):
         yield torch.stack([to_tensor(load_image(p).resize((size, size))) for p in paths[i:i + batch]])
 
@@ -223,21 +222,19 @@ def convert_hed(h5_path: str | Path, out_path: str | Path, normalise_with: str |
     layers up to relu5_1, about 40 MB) and returns the output path.  Load it with
     ``mambast.nets.vgg.load_vgg(out_path)``; it takes RGB images in [0, 1] like every loss network here.
     normalise_with: a folder of images; rescale the channels to mean activation 1 on them (resized to
-    size x size), per layer or per channel, see :func:`normalise_vgg16`.
+    size x size), per layer or per channel, see :func:`normalise_vgg16`; checked before the h5 file is read
+    (FieldError naming `normalise_with`: no such folder, no images).
     """
+    from mambast.images import image_folder
     from mambast.nets.vgg import save_vgg
 
+    images = None if normalise_with is None else image_folder(normalise_with, "normalise_with")
     h5_path, out_path = Path(h5_path), Path(out_path)
     convs = read_hed_convs(h5_path)
     _check_vgg16_widths(h5_path, convs)
     state_dict = hed_to_vgg16_state_dict(convs)
-    if normalise_with is not None:
-        state_dict = normalise_vgg16(state_dict, folder_batches(normalise_with, size), per=per)
+    if images is not None:
+        state_dict = normalise_vgg16(state_dict, image_batches(images, size), per=per)
     save_vgg(out_path, state_dict, layout="vgg16", input_norm="caffe_bgr")
     return out_path
 
-
-def state_dict_summary(state_dict: Mapping[str, Tensor]) -> str:
-    """One line: number of tensors and parameters (for the CLI)."""
-    n = sum(int(t.numel()) for t in state_dict.values())
-    return f"{len(state_dict)} tensors, {n / 1e6:.2f} M parameters"
