@@ -17,6 +17,7 @@ from torch import Tensor
 from ..images import to_pil, to_tensor
 from ..model import MambaST
 from ..model.mamba_st import pad_to_patches
+from ..model.shuffle import draw_seed  # the model's own draw; also named here (api.py, cli/stylize.py)
 from .colour import keep_content_chroma
 from .compiled import engine_stages
 from .controls import Controls
@@ -64,11 +65,6 @@ class EncodedContent:
         sizes = {tuple(c.image.shape[-2:]) for c in contents}
         image = torch.cat([c.image for c in contents]) if len(sizes) == 1 else padded
         return cls(image, padded, tokens)
-
-
-def draw_seed() -> int:
-    """A shuffle seed drawn from torch's global RNG (as `MambaST.forward` does when given none)."""
-    return int(torch.randint(0, 2**62, (1,)).item())
 
 
 _ENGINE_SIZE = object()  # "use Stylizer.size" (a per-call size may be None: keep the content's own size)
