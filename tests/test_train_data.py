@@ -174,5 +174,5 @@ def test_checkpoints_atomic_and_pruned(tmp_path, monkeypatch):
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4]
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]
     (tmp_path / "checkpoints" / "step_00000009.pt").write_bytes(b"junk")
-    with pytest.raises(UserError, match="unreadable checkpoint"):
+    with pytest.raises(UserError, match="cannot read training checkpoint"):
         load_checkpoint(tmp_path / "checkpoints" / "step_00000009.pt")

@@ -15,7 +15,7 @@ import torch
 
 from ..config import MambaSTConfig
 from ..errors import UserError
-from .state_dict import first_line, load_state_dict_strict, require_file
+from .state_dict import first_line, load_state_dict_strict, torch_load_tensors
 
 __all__ = ["CHECKPOINT_FORMAT", "RUN_FORMAT", "is_run_dir", "latest_checkpoint", "list_checkpoints",
            "load_checkpoint", "load_run_model", "read_run_config", "require_latest"]
@@ -64,15 +64,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a training checkpoint with weights_only=True; one-line UserError when it is not one (missing,
-    empty, truncated, corrupt, or another kind of file)."""
-    path = require_file(path, "checkpoint")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except MemoryError:
-        raise UserError(f"{path}: unreadable checkpoint (it asks for more memory than there is)") from None
-    except Exception as e:  # noqa: BLE001 - corrupt, truncated or not a torch file
-        raise UserError(f"{path}: unreadable checkpoint ({first_line(e, 160)})") from None
+    """Read a training checkpoint with the one torch-file reader (`torch_load_tensors`: weights_only=True);
+    one-line UserError when it is not one (missing, empty, truncated, corrupt, pickled objects, another kind of
+    file)."""
+    state = torch_load_tensors(path, "training checkpoint", map_location=map_location)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not a mambast training checkpoint")
     return state

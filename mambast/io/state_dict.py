@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -24,33 +26,46 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return (lines[0] if lines else type(e).__name__)[:limit]
 
 
-def require_file(path: str | Path, what: str = "checkpoint") -> Path:
-    """`path` as a Path when it is a non-empty regular file; otherwise one UserError line naming it."""
+def require_file(path: str | Path, what: str = "checkpoint", error: type[UserError] = UserError,
+                 hint: str = "") -> Path:
+    """`path` as a Path when it is a non-empty regular file; otherwise one `error` line naming it (and `what` it
+    should be), `hint` (e.g. "; get it with ...") appended."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path}: no such {what} file")
+        raise error(f"{path}: {what} file not found{hint}")
     if not path.is_file():
-        raise UserError(f"{path}: not a file (a {what} file was expected)")
+        raise error(f"{path}: not a file (a {what} file was expected){hint}")
     if path.stat().st_size == 0:
-        raise UserError(f"{path}: empty file (0 bytes; an interrupted copy or download?)")
+        raise error(f"{path}: empty file (0 bytes; an interrupted copy or download?){hint}")
     return path
 
 
-def torch_load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """torch.load with weights_only=True: a file that holds other pickled objects (which could run code
-    when loaded) is refused with a clear message, never unpickled. Empty, truncated or corrupt files are one
-    UserError line too, whatever the reader raised."""
-    path = require_file(path)
+_PICKLED = re.compile(r"GLOBAL ([\w.]+)")  # the names torch's weights_only unpickler refused
+
+
+def torch_load_tensors(path: str | Path, what: str = "checkpoint", error: type[UserError] = UserError,
+                       hint: str = "", map_location: str | torch.device = "cpu"):
+    """The one reader of torch files (checkpoints, training and distillation checkpoints, VGG, Inception and
+    LPIPS weights): torch.load with weights_only=True -> what the file holds (tensors in dicts, lists, numbers,
+    strings).
+
+    A file that holds other pickled objects (which could run code when loaded) is refused, never unpickled;
+    missing, empty, truncated or corrupt files are one line too, whatever the reader raised. Every failure is an
+    `error` (a UserError subclass) naming the path and `what` the file should be, `hint` appended."""
+    path = require_file(path, what, error, hint)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UserError(f"{path}: refused: it holds pickled Python objects, not only tensors, and loading it "
-                        f"could run code ({first_line(e, 160)})") from None
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # the allow-list said no: to objects, or to bytes that are no pickle
+        found = _PICKLED.search(str(e))
+        if found or zipfile.is_zipfile(path):
+            named = f" (it names {found[1]})" if found else ""
+            raise error(f"{path}: refused: it holds pickled Python objects, not only tensors, and loading it "
+                        f"could run code{named}") from None
+        raise error(f"{path}: cannot read {what} (not a torch file){hint}") from None
     except MemoryError:
-        raise UserError(f"{path}: cannot read this checkpoint (it asks for more memory than there is)") from None
+        raise error(f"{path}: cannot read {what} (it asks for more memory than there is)") from None
     except Exception as e:  # noqa: BLE001 - a corrupt file can make the zip/pickle readers raise anything
-        raise UserError(f"{path}: cannot read this checkpoint ({first_line(e)})") from None
-    return obj
+        raise error(f"{path}: cannot read {what} ({first_line(e)}){hint}") from None
 
 
 class _WriteRecorder:

@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mambast.errors import UserError
+from mambast.io.state_dict import torch_load_tensors
 
 __all__ = [
-    "LAYOUTS", "InceptionV3", "InceptionWeightsError", "detect_layout", "first_line", "load_inception",
+    "LAYOUTS", "InceptionV3", "InceptionWeightsError", "detect_layout", "load_inception",
     "transform_input",
 ]  # fmt: skip
 
@@ -269,12 +270,6 @@ def detect_layout(state_dict: Mapping[str, Tensor]) -> str:
     return "torchvision"
 
 
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (its class name when there is none), <= 200 chars."""
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:200]
-
-
 def _heads_in(state_dict: Mapping[str, Tensor]) -> dict[str, int]:
     """{head name: classes} for every fc* / AuxLogits* head present in the file."""
     heads: dict[str, int] = {}
@@ -314,14 +309,7 @@ def load_inception(path: str | Path, layout: str = "auto", device: str | torch.d
     layout: "auto" (from the head keys, see :func:`detect_layout`) or one of LAYOUTS.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InceptionWeightsError(f"Inception weights file not found: {path}")
-    if path.stat().st_size == 0:
-        raise InceptionWeightsError(f"cannot read Inception weights {path}: empty file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable / not a torch file: one clear line
-        raise InceptionWeightsError(f"cannot read Inception weights {path}: {first_line(exc)}") from None
+    obj = torch_load_tensors(path, "Inception weights", InceptionWeightsError)
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise InceptionWeightsError(f"{path} is not an Inception-v3 state dict")
     state_dict = {k.removeprefix("module."): v for k, v in obj.items()}

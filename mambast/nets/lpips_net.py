@@ -22,8 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from mambast.errors import UserError
-
-from .inception import first_line
+from mambast.io.state_dict import torch_load_tensors
 
 __all__ = ["LPIPSAlex", "LPIPSWeightsError", "load_lpips"]
 
@@ -93,14 +92,7 @@ class LPIPSAlex(nn.Module):
 
 
 def _read(path: Path, what: str) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise LPIPSWeightsError(f"LPIPS {what} weights file not found: {path}")
-    if path.stat().st_size == 0:
-        raise LPIPSWeightsError(f"cannot read LPIPS {what} weights {path}: empty file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # one clear line for any unreadable file
-        raise LPIPSWeightsError(f"cannot read LPIPS {what} weights {path}: {first_line(exc)}") from None
+    obj = torch_load_tensors(path, f"LPIPS {what} weights", LPIPSWeightsError)
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise LPIPSWeightsError(f"{path} is not a state dict")
     return {k.removeprefix("module."): v for k, v in obj.items()}

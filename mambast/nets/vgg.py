@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..fs import atomic_write, ensure_dir
+from ..io.state_dict import torch_load_tensors, torch_save
 
 __all__ = [
     "LAYOUTS",
@@ -251,18 +252,6 @@ def _short(items: list[str], n: int = 6) -> str:
     return ", ".join(items[:n]) + more
 
 
-def _read_file(path: Path) -> object:
-    if not path.is_file():
-        raise VGGWeightsError(f"VGG weights file not found: {path}; {WHERE_TO_GET}")
-    if path.stat().st_size == 0:
-        raise VGGWeightsError(f"{path}: empty file (0 bytes), not VGG weights; {WHERE_TO_GET}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling failure becomes one clear line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VGGWeightsError(f"cannot read VGG weights {path}: {first[:200]}") from None
-
-
 def load_vgg(
     path: str | Path | None,
     layout: str = "auto",
@@ -287,7 +276,7 @@ def load_vgg(
         vgg = VGGEncoder("vgg_normalised" if layout == "auto" else layout, input_norm)
         torch.random.set_rng_state(gen_state)
         return vgg.to(device)
-    obj = _read_file(Path(path))
+    obj = torch_load_tensors(path, "VGG weights", VGGWeightsError, f"; {WHERE_TO_GET}")
     if not isinstance(obj, Mapping):
         raise VGGWeightsError(f"{path} is not a VGG state dict (found {type(obj).__name__})")
     if "state_dict" in obj and "layout" in obj:
@@ -319,7 +308,6 @@ def save_vgg(path: str | Path, state_dict: Mapping[str, Tensor], layout: str, in
         raise VGGWeightsError(f"unknown VGG input {input_norm!r}; choose one of {', '.join(INPUTS)}")
     prefix = _build_layout(layout).prefix
     selected = {prefix + k: v.contiguous() for k, v in _select_weights(state_dict, layout).items()}
-    from ..io.state_dict import torch_save  # the file's own OSError (full disk) instead of torch's RuntimeError
 
     doc = {"layout": layout, "input": input_norm, "state_dict": selected}
     path = Path(path).expanduser()
