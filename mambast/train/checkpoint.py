@@ -8,15 +8,15 @@
 
 Every file goes through `mambast.fs.atomic_write` (temp file, fsync, rename), so a crash, a kill or a full
 disk never leaves a half-written one under its name: the previous checkpoint survives and `--resume` works;
-a full disk is one line naming the path. Only the newest `keep_last` checkpoints are kept. Checkpoints hold
-tensors, numbers, strings, lists and dicts only and are always read with ``torch.load(weights_only=True)``.
+a full disk is one line naming the path (the temp files a killed save left are removed by the next run with
+`mambast.fs.remove_stale_temp_files`). Only the newest `keep_last` checkpoints are kept. Checkpoints hold
+tensors, numbers, strings, lists and dicts only and are always read with weights_only=True (the one torch-file
+reader, `mambast.io.state_dict.torch_load_tensors`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
 from pathlib import Path
 
 from ..fs import atomic_write, atomic_write_text, ensure_dir
@@ -41,13 +41,9 @@ __all__ = [
     "load_checkpoint",
     "load_run_model",
     "read_run_config",
-    "remove_stale_temp_files",
     "save_checkpoint",
     "write_run_config",
 ]
-
-_TEMP = re.compile(r"\..+\.\d+\.tmp")  # mambast.fs.temp_path's `.NAME.PID.tmp`
-
 
 def write_run_config(run_dir: str | Path, train_config: dict) -> Path:
     """Write RUN_DIR/config.json (atomically): the marker of a run directory and its effective config."""
@@ -69,16 +65,3 @@ def save_checkpoint(run_dir: str | Path, state: dict, keep_last: int = 3) -> Pat
     for _, old in list_checkpoints(run_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
     return path
-
-
-def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
-    """Delete the hidden `.NAME.PID.tmp` files a killed save left in the run folder (call with the run lock
-    held, so no live writer owns them); returns what was removed. They are never read, only space."""
-    removed = []
-    for folder in (Path(run_dir), Path(run_dir) / "checkpoints", Path(run_dir) / "samples"):
-        for p in folder.iterdir() if folder.is_dir() else []:
-            if _TEMP.fullmatch(p.name) and p.is_file():
-                with contextlib.suppress(OSError):
-                    p.unlink()
-                    removed.append(p)
-    return removed

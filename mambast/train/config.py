@@ -10,6 +10,9 @@ A preset is a model configuration name (MambaSTConfig.preset) plus training hype
             then distilled from a teacher: benchmarks/train_default.py distill, docs/default-model.md.)
     tiny    the small model at 64 px crops of 128x128 resizes, batch 2: tests and CPU experiments.
 
+A config whose `distill` field is set trains against a teacher's cached outputs instead of the paper's losses
+(`mambast.train.distill.DistillConfig.train_config` builds one); the loop, checkpoints and resume are the same.
+
 The effective configuration is saved as config.json in the run directory and in every checkpoint.
 """
 
@@ -20,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ..config import FieldError, MambaSTConfig, dataclass_from_dict
 from ..errors import UserError
-from .losses import LOSS_NAMES, LossWeights
+from .losses import DISTILL_TERMS, LOSS_NAMES, LossWeights
 
 __all__ = ["TrainConfig", "TRAIN_PRESETS", "train_preset"]
 
@@ -87,6 +90,11 @@ class TrainConfig:
     keep_last: int = _opt(3, "checkpoints to keep (default 3)", metavar="N")
     sample_every: int = _opt(1_000, "iterations between sample grids (0 = never)", metavar="N")
     device: str = _opt("auto", "auto (default), cpu, cuda or cuda:N")
+    # set by mambast.train.distill, not on the command line (a resumed run keeps them)
+    distill: dict | None = _opt(None, "distillation instead of the paper's losses: {cache_dir, prefetch}; "
+                                "loss_weights then weigh DISTILL_TERMS (mambast.train.distill)", cli=False)
+    init_growth: dict | None = _opt(None, "init_from grown before training: {widen_noise, grow} "
+                                    "(mambast.train.widen.grow_source)", cli=False)
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -118,10 +126,13 @@ class TrainConfig:
         for ok, message, names in checks:
             if not ok:
                 raise FieldError(message, *names)
-        unknown = sorted(set(self.loss_weights) - set(LOSS_NAMES))
+        known = DISTILL_TERMS if self.distill is not None else LOSS_NAMES
+        unknown = sorted(set(self.loss_weights) - set(known))
         if unknown:
-            raise FieldError(f"loss_weights: unknown terms {', '.join(unknown)} (known: {', '.join(LOSS_NAMES)})",
+            raise FieldError(f"loss_weights: unknown terms {', '.join(unknown)} (known: {', '.join(known)})",
                              "loss_weights")
+        if self.distill is not None and not self.distill.get("cache_dir"):
+            raise FieldError("distill: no cache_dir given (a folder of teacher triplets)", "distill")
         patch = self.model_config().patch_size
         if self.size % patch:
             raise FieldError(f"size ({self.size}) must be a multiple of the patch size {patch}", "size")

@@ -13,16 +13,23 @@ Training-only: the teacher (Magenta's arbitrary-stylization network, ONNX, run w
            a texture-level target that agrees with the pixel term (the style image's statistics pull
            against it) and penalises the washed-out, regressed-to-the-mean colours a pixel loss alone leaves.
 
-Every step's data and style shuffle are drawn from (seed, step), so a resumed run (latest checkpoint in the run
-folder: model + optimizer + step) continues exactly where it stopped.
+Training runs in the one training loop (`mambast.train.loop.train`): `DistillConfig.train_config()` is a
+TrainConfig whose `distill` field selects `DistillObjective` (the cached triplets as the data stream, the terms
+above as the loss), so a distillation run folder is a training run folder like any other (config.json,
+checkpoints/step_N.pt, metrics.jsonl; `mambast.load(RUN)` reads it, `mambast train --resume RUN` continues it).
+Every step's crops are drawn from (seed, step), so a resumed run continues exactly where it stopped.
+
+    from mambast.train.distill import DistillConfig, distill
+    result = distill(DistillConfig(cache_dir="cache", vgg="vgg16_hed_norm.pth", device="cuda"), "runs/d1")
+    result.checkpoint, result.step, result.losses        # a mambast.train.loop.TrainResult
 """
 
 from __future__ import annotations
 
-import json
-import time
+import itertools
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +40,14 @@ from torch import Tensor
 
 from ..config import MambaSTConfig
 from ..errors import UserError
-from ..fs import atomic_write, atomic_write_text, ensure_dir
+from ..fs import atomic_write, ensure_dir
 from ..images import list_images, load_image, uint8_to_unit, unit_to_uint8
-from ..io.state_dict import torch_load_tensors
+from ..io.run import is_run_dir, latest_checkpoint, load_run_model, read_run_config
+from ..io.state_dict import load_state_dict_strict, torch_load_tensors
 from ..losses import content_loss, feature_loss, style_loss
 from ..model import MambaST
+from .config import TrainConfig
+from .distributed import DistContext
 
 MAGENTA_INPUTS = ("content_image", "mobilenet_conv/Conv/BiasAdd")
 
@@ -167,8 +177,10 @@ def load_cache(cache_dir: Path) -> dict[str, Tensor]:
 
 @dataclass
 class DistillConfig:
-    """One distillation run. crop: training crop side (px) taken from the cached `size`-px triplets (the style
-    crop is an independent crop of the style, so both keep the teacher's texture scale)."""
+    """One distillation run, as the flat recipe benchmarks/train_default.py distill gives; `train_config()` is the
+    TrainConfig the training loop runs. crop: training crop side (px) taken from the cached `size`-px triplets
+    (the style crop is an independent crop of the style, so both keep the teacher's texture scale). weights:
+    of the terms pixel, feature, teacher_style, content, style (see the module docstring)."""
 
     model: dict = field(default_factory=lambda: MambaSTConfig().to_dict())
     cache_dir: str = ""
@@ -186,31 +198,50 @@ class DistillConfig:
     amp_bf16: bool = True
     prefetch: bool = True  # the next step's crops and teacher features are made in a background thread
     seed: int = 0
-    threads: int = 2
+    threads: int = 2  # torch CPU threads of the process (not part of the run's config)
     save_every: int = 100
     log_every: int = 10
+    device: str = "auto"  # auto (CUDA when there is one), cpu, cuda or cuda:N
+
+    def train_config(self) -> TrainConfig:
+        """The TrainConfig of this recipe: crop -> size, warmup -> warmup_iters, lr_decay_to -> a linear schedule
+        to min_lr = lr x lr_decay_to (constant when 1), weights -> loss_weights, amp_bf16 -> amp, the last two
+        checkpoints kept, no sample grids; cache_dir and prefetch -> distill, widen_noise and grow ->
+        init_growth. FieldError (naming TrainConfig's fields) on settings that cannot work."""
+        growth = {"widen_noise": self.widen_noise, "grow": self.grow}
+        return TrainConfig(
+            preset="distill", model=dict(self.model), vgg=self.vgg or None, size=self.crop, load_size=self.crop,
+            batch_size=self.batch_size, workers=0, seed=self.seed, max_iter=self.max_iter, lr=self.lr,
+            schedule="constant" if self.lr_decay_to == 1 else "linear", warmup_iters=self.warmup,
+            min_lr=self.lr * self.lr_decay_to, loss_weights=dict(self.weights),
+            amp="bf16" if self.amp_bf16 else "off", init_from=self.init_from, log_every=self.log_every,
+            save_every=self.save_every, keep_last=2, sample_every=0, device=self.device,
+            distill={"cache_dir": str(self.cache_dir), "prefetch": self.prefetch},
+            init_growth=growth if self.widen_noise is not None or self.grow else None)
 
 
-def batch_at(cache: dict[str, Tensor], step: int, cfg: DistillConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """The step's (content, style, teacher) crops, (B, 3, crop, crop) floats in [0, 1]; a function of (seed, step)."""
-    rng = np.random.default_rng([cfg.seed, step])
+def batch_at(cache: dict[str, Tensor], step: int, batch_size: int, crop: int, seed: int = 0,
+             rank: int = 0, world_size: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    """The step's (content, style, teacher) crops, (batch_size, 3, crop, crop) floats in [0, 1]; a function of
+    (seed, step) (and of rank under torchrun, so that the ranks draw different pairs)."""
+    rng = np.random.default_rng([seed, step] + ([rank, world_size] if world_size > 1 else []))
     n, size = cache["content"].shape[0], cache["content"].shape[-1]
-    idx = rng.integers(0, n, cfg.batch_size)
+    idx = rng.integers(0, n, batch_size)
     crops_c, crops_s, crops_t = [], [], []
     for i in idx:
-        y, x = rng.integers(0, size - cfg.crop + 1, 2)
-        sy, sx = rng.integers(0, cache["style"].shape[-1] - cfg.crop + 1, 2)
-        crops_c.append(cache["content"][i, :, y:y + cfg.crop, x:x + cfg.crop])
-        crops_t.append(cache["teacher"][i, :, y:y + cfg.crop, x:x + cfg.crop])
-        crops_s.append(cache["style"][i, :, sy:sy + cfg.crop, sx:sx + cfg.crop])
+        y, x = rng.integers(0, size - crop + 1, 2)
+        sy, sx = rng.integers(0, cache["style"].shape[-1] - crop + 1, 2)
+        crops_c.append(cache["content"][i, :, y:y + crop, x:x + crop])
+        crops_t.append(cache["teacher"][i, :, y:y + crop, x:x + crop])
+        crops_s.append(cache["style"][i, :, sy:sy + crop, sx:sx + crop])
     return tuple(torch.stack(v).float() / 255.0 for v in (crops_c, crops_s, crops_t))
 
 
 def teacher_features(vgg, teacher: Tensor, teacher_style: bool, amp_bf16: bool) -> list[Tensor]:
     """The loss network's features of the teacher's output (B, 3, H, W) in [0, 1], relu1_1..relu3_1 (..relu4_1
-    with teacher_style), without autograd, under the training's bf16 autocast when amp_bf16 (the values
-    distill_terms would compute itself)."""
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp_bf16):
+    with teacher_style), without autograd, under bf16 autocast on the teacher's device when amp_bf16 (the values
+    distill_terms would compute itself under the training's autocast)."""
+    with torch.no_grad(), torch.autocast(teacher.device.type, dtype=torch.bfloat16, enabled=amp_bf16):
         return vgg.encode(teacher, "relu4_1" if teacher_style else "relu3_1")
 
 
@@ -223,6 +254,11 @@ def distill_terms(model: MambaST, vgg, content: Tensor, style: Tensor, teacher: 
     paper_terms=False skips the content and style terms (and the VGG passes past relu3_1/relu4_1 they need);
     teacher_style adds the mean-std match of relu1_1..relu4_1 to the teacher's output. t_feats: the teacher's
     features if already computed (teacher_features), else computed here."""
+    return _distill_pass(model, vgg, content, style, teacher, generator, paper_terms, teacher_style, t_feats)[0]
+
+
+def _distill_pass(model, vgg, content, style, teacher, generator, paper_terms, teacher_style, t_feats):
+    """distill_terms and the student's output (B, 3, H, W)."""
     out = model(content, style, generator=generator)
     last_t = "relu4_1" if teacher_style else "relu3_1"
     o_feats = vgg.encode(out, "relu5_1" if paper_terms else last_t)
@@ -236,117 +272,97 @@ def distill_terms(model: MambaST, vgg, content: Tensor, style: Tensor, teacher: 
         with torch.no_grad():
             c_feats, s_feats = vgg(content), vgg(style)
         terms |= {"content": content_loss(o_feats, c_feats), "style": style_loss(o_feats, s_feats)}
-    return terms
+    return terms, out
 
 
-def lr_at(step: int, cfg: DistillConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    frac = (step - cfg.warmup) / max(1, cfg.max_iter - cfg.warmup)
-    return cfg.lr * (1.0 - (1.0 - cfg.lr_decay_to) * frac)
+class DistillObjective:
+    """The distillation as an objective of the training loop (`mambast.train.objective`), built from a
+    TrainConfig with `distill` set: batches are batch_at crops of the cache (cfg.size px, cfg.batch_size) on the
+    run's device with the teacher's loss-network features, made one step ahead in a background thread when
+    distill["prefetch"]; the loss is distill_terms weighted by cfg.loss_weights (terms of weight 0 skipped)."""
+
+    grid_columns = ("content", "style", "output", "teacher")
+
+    def __init__(self, cfg: TrainConfig, ctx: DistContext):
+        self.cfg, self.ctx = cfg, ctx
+        self.cache = load_cache(Path(cfg.distill["cache_dir"]))
+        self.prefetch = bool(cfg.distill.get("prefetch", True))
+        self.weights = {k: float(w) for k, w in cfg.loss_weights.items() if w}
+        self.paper_terms = bool(self.weights.get("content") or self.weights.get("style"))
+        self.teacher_style = "teacher_style" in self.weights
+        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and ctx.device.type == "cuda")
+
+    def prepare(self, step: int, vgg) -> dict[str, Tensor | list[Tensor]]:
+        """Step `step`'s batch on the run's device: content, style, teacher crops and teacher_features."""
+        cfg, ctx = self.cfg, self.ctx
+        crops = batch_at(self.cache, step, cfg.batch_size, cfg.size, cfg.seed, ctx.rank, ctx.world_size)
+        content, style, teacher = (x.to(ctx.device) for x in crops)
+        return {"content": content, "style": style, "teacher": teacher,
+                "teacher_features": teacher_features(vgg, teacher, self.teacher_style, self.amp)}
+
+    def batches(self, start_step: int, vgg) -> Iterator[dict]:
+        if not self.prefetch:
+            yield from (self.prepare(step, vgg) for step in itertools.count(start_step))
+            return
+        with ThreadPoolExecutor(1) as worker:  # step t + 1's batch is made while step t trains
+            upcoming = worker.submit(self.prepare, start_step, vgg)
+            for step in itertools.count(start_step + 1):
+                batch = upcoming.result()
+                upcoming = worker.submit(self.prepare, step, vgg) if step < self.cfg.max_iter else None
+                yield batch
+                if upcoming is None:
+                    return
+
+    def loss(self, net, vgg, batch, generator):
+        terms, out = _distill_pass(net, vgg, batch["content"], batch["style"], batch["teacher"], generator,
+                                   self.paper_terms, self.teacher_style, batch["teacher_features"])
+        total = sum(self.weights[k] * v.float() for k, v in terms.items() if k in self.weights)
+        images = {"content": batch["content"], "style": batch["style"], "output": out, "teacher": batch["teacher"]}
+        return terms, total, images
 
 
-def _latest(run_dir: Path) -> Path | None:
-    ckpts = sorted(run_dir.glob("ckpt_*.pt"))
-    return ckpts[-1] if ckpts else None
+def distill(cfg: DistillConfig, run_dir: str | Path, vgg=None, progress: bool = False):
+    """Run (or resume) a distillation run in run_dir with the training loop; -> its mambast.train.loop.TrainResult
+    (.checkpoint: the last checkpoint's path).
 
+    A run_dir that holds checkpoints is resumed: its config.json is kept except max_iter and device (the
+    recipe given only says how long and where). cfg.threads sets torch's CPU threads. vgg: the loss network
+    already loaded (default: cfg.vgg's file). UserError for a run folder of the earlier distillation layout
+    (ckpt_*.pt): it cannot be resumed, only started from (init_from)."""
+    from .loop import train
 
-def load_student(run_dir: Path) -> MambaST:
-    """The latest checkpoint's model of a distillation run (eval mode)."""
-    ckpt = _latest(Path(run_dir))
-    if ckpt is None:
-        raise UserError(f"no ckpt_*.pt in run_dir {run_dir}")
-    state = torch_load_tensors(ckpt)
-    model = MambaST(MambaSTConfig.from_dict(state["config"]["model"]))
-    model.load_state_dict(state["model"])
-    return model.eval()
-
-
-def train(cfg: DistillConfig, run_dir: Path, vgg=None) -> Path:
-    """Run (or resume) a distillation run in run_dir; returns the last checkpoint's path.
-
-    vgg: the loss network (default: load_vgg(cfg.vgg)). A resumed run keeps its config.json except max_iter
-    and threads, and continues bit-exactly (each step's data and shuffle depend only on (seed, step))."""
-    from ..nets.vgg import load_vgg
-
+    run_dir = Path(run_dir).expanduser()
+    if is_legacy_run(run_dir):
+        raise UserError(f"{run_dir}: a distillation run of the earlier layout (ckpt_*.pt) cannot be resumed; start "
+                        f"a new run from its weights (init_from {run_dir})")
     torch.set_num_threads(cfg.threads)
-    run_dir = ensure_dir(run_dir)
-    ckpt = _latest(run_dir)
-    if ckpt is None:
-        atomic_write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=1))
-    else:
-        cfg = DistillConfig(**{**json.loads((run_dir / "config.json").read_text()),
-                               "max_iter": cfg.max_iter, "threads": cfg.threads})
-    torch.manual_seed(cfg.seed)
-    model = MambaST(MambaSTConfig.from_dict(cfg.model))
-    if cfg.init_from and ckpt is None:
-        src = Path(cfg.init_from)
-        source = load_student(src) if src.is_dir() else _load_any(src)
-        if cfg.widen_noise is not None:
-            from .widen import widen
-
-            source = widen(source.float(), cfg.widen_noise, torch.Generator().manual_seed(cfg.seed))
-        if cfg.grow:
-            from .widen import grow
-
-            source = grow(source.float(), **cfg.grow, generator=torch.Generator().manual_seed(cfg.seed))
-        model.load_state_dict(source.state_dict())
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step = 0
-    if ckpt is not None:
-        state = torch_load_tensors(ckpt)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-    model.train()
-    vgg = vgg if vgg is not None else load_vgg(cfg.vgg)
-    cache = load_cache(Path(cfg.cache_dir))
-    log = (run_dir / "metrics.jsonl").open("a")
-    window, t0 = [], time.time()
-    teacher_style = bool(cfg.weights.get("teacher_style"))
-
-    def prepare(at: int) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:  # step `at`'s crops + teacher features
-        content, style, teacher = batch_at(cache, at, cfg)
-        return content, style, teacher, teacher_features(vgg, teacher, teacher_style, cfg.amp_bf16)
-
-    worker = ThreadPoolExecutor(1) if cfg.prefetch else None
-    upcoming = worker.submit(prepare, step) if worker else None
-    while step < cfg.max_iter:
-        content, style, teacher, t_feats = upcoming.result() if worker else prepare(step)
-        if worker and step + 1 < cfg.max_iter:
-            upcoming = worker.submit(prepare, step + 1)  # runs while this step trains
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp_bf16):
-            terms = distill_terms(model, vgg, content, style, teacher, gen,
-                                  paper_terms=bool(cfg.weights.get("content") or cfg.weights.get("style")),
-                                  teacher_style=teacher_style, t_feats=t_feats)
-        loss = sum(cfg.weights[k] * v.float() for k, v in terms.items() if cfg.weights.get(k))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        window.append({k: float(v.detach()) for k, v in terms.items()} | {"total": float(loss.detach())})
-        if step % cfg.log_every == 0:
-            mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-            rec = {"step": step, "lr": lr_at(step - 1, cfg), "sec_per_step": (time.time() - t0) / len(window), **mean}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            window, t0 = [], time.time()
-        if step % cfg.save_every == 0 or step == cfg.max_iter:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                     "config": asdict(cfg)}
-            path = run_dir / f"ckpt_{step:07d}.pt"
-            atomic_write(path, lambda f, s=state: torch.save(s, f))
-            for old in sorted(run_dir.glob("ckpt_*.pt"))[:-2]:
-                old.unlink()
-    if worker:
-        worker.shutdown()
-    return _latest(run_dir)
+    train_cfg = cfg.train_config()
+    resume = latest_checkpoint(run_dir) is not None
+    if resume:
+        saved = TrainConfig.from_dict(read_run_config(run_dir))
+        if saved.distill is None:
+            raise UserError(f"{run_dir}: a training run of the paper's objective, not a distillation run")
+        train_cfg = saved.replace(max_iter=train_cfg.max_iter, device=train_cfg.device)
+    return train(train_cfg, run_dir, resume=resume, progress=progress, vgg=vgg)
 
 
-def _load_any(path: Path) -> MambaST:
-    from ..io import load
+def is_legacy_run(path: str | Path) -> bool:
+    """A distillation run folder of the earlier layout (RUN/ckpt_NNNNNNN.pt, written by the distillation's own
+    loop before it ran in the training loop)."""
+    path = Path(path)
+    return path.is_dir() and not is_run_dir(path) and any(path.glob("ckpt_*.pt"))
 
-    return load(path)
+
+def load_student(run_dir: str | Path) -> MambaST:
+    """The latest model of a distillation run folder, float32 in eval mode on the CPU (a training run folder;
+    one of the earlier layout, ckpt_*.pt, is read too). Every file is read with weights_only=True."""
+    if not is_legacy_run(run_dir):
+        return load_run_model(run_dir)
+    ckpt = sorted(Path(run_dir).glob("ckpt_*.pt"))[-1]
+    state = torch_load_tensors(ckpt)
+    try:
+        model = MambaST(MambaSTConfig.from_dict(dict(state["config"]["model"])))
+    except (KeyError, TypeError):
+        raise UserError(f"{ckpt}: a distillation checkpoint without a model config") from None
+    load_state_dict_strict(model, state["model"], str(ckpt))
+    return model.eval()

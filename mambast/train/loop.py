@@ -1,5 +1,10 @@
 """The training loop: one process, or one of K torchrun ranks (DistributedDataParallel).
 
+The one loop for every recipe: what differs (the data stream and the loss terms) is an objective
+(`mambast.train.objective`: the paper's, or the distillation of `mambast.train.distill`, chosen by the
+config); the model, optimiser and schedule, seeding, autocast, finite checks, checkpoints, resume, metrics
+and sample grids are the loop's.
+
 Determinism: the model is initialised from the seed; step t's data depends only on (seed, t, rank, world
 size, batch size) (see data.py); and before step t every rank reseeds torch's global RNG (DropPath) and a
 fresh style-shuffle generator from (seed, t, rank). So a run's result does not depend on where it was
@@ -15,6 +20,7 @@ import math
 import os
 import time
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,26 +29,19 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
-from ..config import FieldError
-from ..errors import UserError
+from ..errors import FieldError, UserError
+from ..fs import remove_stale_temp_files
 from ..model import MambaST
 from ..model.blocks import STVSSBlock, VSSBlock
 from ..nets.vgg import load_vgg
 from ..signals import Terminated, sigterm_as_interrupt
-from .checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    remove_stale_temp_files,
-    save_checkpoint,
-    write_run_config,
-)
+from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint, write_run_config
 from .config import TrainConfig
-from .data import PairStream, find_images, make_loader, mix_seed
+from .data import mix_seed
 from .distributed import DistContext, gather_lists, init_distributed, mean_over_ranks, shutdown
 from .lock import run_lock
-from .losses import LOSS_NAMES, loss_terms, total_loss
 from .monitor import MetricsLog, save_sample_grid
+from .objective import autocast, make_objective
 from .optim import build_optimizer, lr_at, set_lr
 
 __all__ = ["TrainResult", "train", "enable_grad_checkpointing"]
@@ -80,13 +79,6 @@ def _checkpointed(forward, *args):
     return checkpoint(forward, *args, use_reentrant=False)
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):
-    use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-    if not use:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
 def _rng_state(device: torch.device) -> dict:
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -103,24 +95,27 @@ def _restore_rng(state: dict, device: torch.device) -> None:
 class _Run:
     """The state of one run on one rank."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool,
+                 vgg: nn.Module | None = None, source: MambaST | None = None):
         self.cfg, self.run_dir, self.ctx = cfg, run_dir, ctx
-        contents = find_images(cfg.content_dir, "content", exclude=run_dir)  # never its own samples
-        styles = find_images(cfg.style_dir, "style", exclude=run_dir)
-        self.vgg = load_vgg(cfg.vgg, cfg.vgg_layout, allow_random=cfg.allow_random_vgg, device=ctx.device)
+        self.objective = make_objective(cfg, ctx, run_dir)  # its data is checked before the loss network loads
+        if vgg is None:
+            vgg = load_vgg(cfg.vgg, cfg.vgg_layout, allow_random=cfg.allow_random_vgg, device=ctx.device)
+            if cfg.vgg is None and ctx.is_main:
+                warnings.warn("training against a randomly initialised VGG (allow_random_vgg): for tests only",
+                              UserWarning, stacklevel=3)
+        self.vgg = vgg.to(ctx.device)
         self.loss_network = _loss_network_id(cfg, self.vgg)
-        if cfg.vgg is None and ctx.is_main:
-            warnings.warn("training against a randomly initialised VGG (allow_random_vgg): for tests only",
-                          UserWarning, stacklevel=3)
-        self.stream = PairStream(contents, styles, cfg.size, cfg.load_size, cfg.seed)
         torch.manual_seed(mix_seed(cfg.seed, 0))  # the same initial weights on every rank and every run
         self.model = MambaST(cfg.model_config()).to(ctx.device).train()
         self.optimizer = build_optimizer(self.model, cfg)
         self.step, self.bad, self.checkpoint = 0, set(), None
         if resume:
             self._resume()
-        elif cfg.init_from:
-            self._init_from(cfg.init_from)
+        elif source is not None:
+            from ..io.state_dict import load_state_dict_strict
+
+            load_state_dict_strict(self.model, source.state_dict(), f"init_from {cfg.init_from}")
         if ctx.is_main:  # the effective config (a resume may extend max_iter or change intervals)
             write_run_config(run_dir, cfg.to_dict())
         if cfg.grad_checkpoint:
@@ -131,13 +126,6 @@ class _Run:
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-
-    def _init_from(self, path: str) -> None:
-        """Fine-tuning: copy the weights of a published folder, .safetensors file or run directory (the run's
-        architecture was taken from that file by `train`, see `init_source_config`)."""
-        from ..io.state_dict import load_state_dict_strict
-
-        load_state_dict_strict(self.model, _load_init(path).state_dict(), f"init_from {path}")
 
     def _resume(self) -> None:
         path = latest_checkpoint(self.run_dir)
@@ -176,15 +164,13 @@ class _Run:
         return FieldError(f"{what} at step {self.step}; {where}", "init_from", "lr", "grad_clip")
 
     def train_step(self, batch: dict) -> tuple[dict[str, float], dict]:
+        """One optimiser step on `batch` -> ({term: value, "total": value}, the objective's images)."""
         cfg, ctx = self.cfg, self.ctx
         set_lr(self.optimizer, lr_at(self.step, cfg))
         torch.manual_seed(mix_seed(cfg.seed, 10, self.step, ctx.rank))
         shuffles = torch.Generator().manual_seed(mix_seed(cfg.seed, 11, self.step, ctx.rank))
-        content = batch["content"].to(ctx.device, non_blocking=True)
-        style = batch["style"].to(ctx.device, non_blocking=True)
-        with _autocast(cfg, ctx.device):
-            terms, images = loss_terms(self.net, self.vgg, content, style, cfg.style_shuffle, shuffles)
-            loss = total_loss({k: v.float() for k, v in terms.items()}, cfg.weights())
+        with autocast(cfg, ctx.device):
+            terms, loss, images = self.objective.loss(self.net, self.vgg, batch, shuffles)
         if not math.isfinite(loss.item()):
             raise self._diverged(f"the loss became {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -198,9 +184,8 @@ class _Run:
             raise self._diverged(f"the gradients became {norm.item()}")
         self.optimizer.step()
         self.step += 1
-        values = {k: terms[k].item() for k in LOSS_NAMES}
+        values = {k: v.item() for k, v in terms.items()}
         values["total"] = loss.item()
-        images.update(content=content, style=style)
         return values, images
 
 
@@ -231,25 +216,30 @@ def _check_new_run_dir(run_dir: Path) -> None:
                          "run folder", "resume")
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          vgg: nn.Module | None = None) -> TrainResult:
     """Train until cfg.max_iter steps (continuing the latest checkpoint of run_dir when `resume`).
 
-    Logs every cfg.log_every steps (metrics.jsonl, progress bar, TensorBoard), writes a sample grid every
-    cfg.sample_every steps and a checkpoint every cfg.save_every steps and at the end; under torchrun each
-    rank trains on its own data shard and only rank 0 writes files.
+    The objective is the paper's, or the distillation when cfg.distill is set (`mambast.train.objective`).
+    Logs every cfg.log_every steps (metrics.jsonl: each term's mean over those steps; progress bar,
+    TensorBoard), writes a sample grid every cfg.sample_every steps and a checkpoint every cfg.save_every
+    steps and at the end; under torchrun each rank trains on its own data shard and only rank 0 writes files.
+    vgg: the loss network, already loaded (default: load_vgg(cfg.vgg, cfg.vgg_layout)).
     """
     run_dir = Path(run_dir).expanduser()
+    source = None
     if not resume:
         _check_new_run_dir(run_dir)
         if cfg.init_from:  # fine-tuning: the architecture is the init_from file's, whatever the preset says
-            cfg = cfg.replace(model=init_source_config(cfg.init_from).to_dict())
+            source = init_source(cfg)
+            cfg = cfg.replace(model=source.config.to_dict())
     is_rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the run folder's lock
     with run_lock(run_dir) if is_rank0 else contextlib.nullcontext(), sigterm_as_interrupt():
-        if is_rank0:
-            remove_stale_temp_files(run_dir)  # what a killed save left (the lock says no writer is alive)
+        if is_rank0:  # what a killed save left (the lock says no writer of this run is alive)
+            remove_stale_temp_files(run_dir, recursive=True)
         ctx = init_distributed(cfg.device)
         try:
-            result = _train(cfg, run_dir, ctx, resume, progress)
+            result = _train(cfg, run_dir, ctx, resume, progress, vgg, source)
         except BaseException:
             shutdown(ctx, finished=False)
             raise
@@ -257,12 +247,27 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         return result
 
 
-def _load_init(path: str):
-    """The model of an init_from path: a published folder, .safetensors file, run folder, or "default" (the
-    bundled model, when no such path exists)."""
+def _load_init(path: str) -> MambaST:
+    """The model of an init_from path: a published folder, .safetensors file, run folder (a distillation run
+    of the earlier layout included), or "default" (the bundled model, when no such path exists)."""
     from ..io import load
+    from .distill import is_legacy_run, load_student
 
+    if is_legacy_run(path):
+        return load_student(path)
     return load(None if path == "default" and not Path(path).exists() else path, device="cpu")
+
+
+def init_source(cfg: TrainConfig) -> MambaST:
+    """The model a new run with cfg.init_from starts from: its weights, grown first when cfg.init_growth says
+    so (mambast.train.widen.grow_source)."""
+    model = _load_init(cfg.init_from)
+    growth = cfg.init_growth or {}
+    if growth.get("widen_noise") is not None or growth.get("grow"):
+        from .widen import grow_source
+
+        model = grow_source(model, growth.get("widen_noise"), growth.get("grow"), cfg.seed)
+    return model
 
 
 def init_source_config(path: str):
@@ -306,36 +311,40 @@ def _check_resumable(state: dict, cfg: TrainConfig, ctx: DistContext, loss_netwo
                       stacklevel=4)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool, progress: bool) -> TrainResult:
-    run = _Run(cfg, run_dir, ctx, resume)
+def _train(cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool, progress: bool,
+           vgg: nn.Module | None, source: MambaST | None) -> TrainResult:
+    run = _Run(cfg, run_dir, ctx, resume, vgg, source)
     start = run.step
     if start >= cfg.max_iter:
         return TrainResult(run_dir, start, checkpoint=run.checkpoint, bad_files=sorted(run.bad))
-    batches = make_loader(run.stream, start, cfg.batch_size, cfg.workers, ctx.rank, ctx.world_size)
+    batches = run.objective.batches(start, run.vgg)
     log = MetricsLog(run_dir, start) if ctx.is_main else None
     bar = tqdm(total=cfg.max_iter, initial=start, disable=not (progress and ctx.is_main), unit="it",
                dynamic_ncols=True, desc="train")
     values: dict[str, float] = {}
+    window: dict[str, float] = defaultdict(float)  # sums of the values since the last metrics line
     t_last, n_last = time.perf_counter(), start
     saved = run.checkpoint
     try:
         while run.step < cfg.max_iter:
             batch = next(batches)
-            _note_bad(run, batch["bad"], bar)
+            _note_bad(run, batch.get("bad", ()), bar)
             values, images = run.train_step(batch)
+            for k, v in values.items():
+                window[k] += v
             bar.update(1)
             step = run.step
             if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.max_iter):
-                values = mean_over_ranks(ctx, values)
+                values = mean_over_ranks(ctx, {k: v / (step - n_last) for k, v in window.items()})
                 now = time.perf_counter()
                 rate = (step - n_last) / max(now - t_last, 1e-9)
-                t_last, n_last = now, step
+                t_last, n_last, window = now, step, defaultdict(float)
                 if log is not None:
                     log.write(step, {**values, "lr": lr_at(step - 1, cfg), "it_per_s": rate,
                                      "skipped_files": len(run.bad)})
-                bar.set_postfix({short: f"{values[k]:.3g}" for k, short in _SHORT.items()}, refresh=False)
+                bar.set_postfix({_SHORT.get(k, k): f"{v:.3g}" for k, v in values.items()}, refresh=False)
             if ctx.is_main and cfg.sample_every and step % cfg.sample_every == 0:
-                save_sample_grid(run_dir, step, images)
+                save_sample_grid(run_dir, step, images, run.objective.grid_columns)
             if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_iter:
                 saved = _save(run) or saved
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
@@ -345,13 +354,14 @@ def _train(cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool, prog
             bar.write(f"{why}: saved {saved}; continue with `mambast train --resume {run_dir}`")
         raise
     finally:
+        batches.close()  # ends the objective's loader workers or prefetch thread
         bar.close()
         if log is not None:
             log.close()
     return TrainResult(run_dir, run.step, values, saved, sorted(run.bad))
 
 
-_SHORT = {"content": "c", "style": "s", "identity1": "id1", "identity2": "id2", "total": "total"}
+_SHORT = {"content": "c", "style": "s", "identity1": "id1", "identity2": "id2"}  # progress-bar names
 
 
 def _note_bad(run: _Run, bad: list[str], bar: tqdm) -> None:

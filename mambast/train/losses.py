@@ -20,10 +20,11 @@ from torch import Tensor, nn
 
 from ..losses import content_loss, feature_loss, mean_std, normal, style_loss
 
-__all__ = ["LOSS_NAMES", "LossWeights", "content_loss", "feature_loss", "loss_terms", "mean_std", "normal",
-           "style_loss", "training_losses", "total_loss"]
+__all__ = ["DISTILL_TERMS", "LOSS_NAMES", "LossWeights", "content_loss", "feature_loss", "loss_terms", "mean_std",
+           "normal", "style_loss", "training_losses", "total_loss"]
 
 LOSS_NAMES = ("content", "style", "identity1", "identity2")
+DISTILL_TERMS = ("pixel", "feature", "teacher_style", "content", "style")  # mambast.train.distill.distill_terms
 
 
 @dataclass(frozen=True)

@@ -83,18 +83,21 @@ def _tensorboard(folder: Path):
     return SummaryWriter(str(folder))
 
 
-def sample_grid(images: dict[str, Tensor], rows: int = 4) -> Image.Image:
-    """One row per sample (at most `rows`), columns content | style | Ics | Icc | Iss, clamped to [0, 1].
+def sample_grid(images: dict[str, Tensor], rows: int = 4, columns: tuple[str, ...] = GRID_COLUMNS) -> Image.Image:
+    """One row per sample (at most `rows`), one column per name in `columns` (the paper's objective: content |
+    style | Ics | Icc | Iss), clamped to [0, 1].
 
-    images: {name: (B, 3, H, W)} with the GRID_COLUMNS names.
+    images: {name: (B, 3, H, W)}, every name of `columns` included.
     """
-    cols = [images[name].detach().float().cpu()[:rows] for name in GRID_COLUMNS]
+    cols = [images[name].detach().float().cpu()[:rows] for name in columns]
     grid = torch.cat([torch.cat(list(col), dim=1) for col in cols], dim=2)  # (3, rows*H, 5*W)
     return to_pil(grid)
 
 
-def save_sample_grid(run_dir: str | Path, step: int, images: dict[str, Tensor]) -> Path:
-    """Write RUN_DIR/samples/step_NNNNNNNN.png atomically (WriteError naming the path when it cannot)."""
+def save_sample_grid(run_dir: str | Path, step: int, images: dict[str, Tensor],
+                     columns: tuple[str, ...] = GRID_COLUMNS) -> Path:
+    """Write sample_grid(images, columns=columns) as RUN_DIR/samples/step_NNNNNNNN.png atomically (WriteError
+    naming the path when it cannot)."""
     path = ensure_dir(Path(run_dir) / "samples") / f"step_{step:08d}.png"
-    grid = sample_grid(images)
+    grid = sample_grid(images, columns=columns)
     return atomic_write(path, lambda f: grid.save(f, format="PNG"))

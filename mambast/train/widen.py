@@ -190,3 +190,16 @@ def grow(model: MambaST, d_state: int | None = None, double_inner: bool = False,
                 state[key] = v + noise * v.float().std() * torch.randn(v.shape, generator=generator, dtype=v.dtype)
     big.load_state_dict(state)
     return big.eval()
+
+
+def grow_source(model: MambaST, widen_noise: float | None = None, grow_args: dict | None = None,
+                seed: int = 0) -> MambaST:
+    """The starting model of a run whose init_from is grown first (TrainConfig.init_growth): `model` doubled in
+    width with widen(noise=widen_noise) when widen_noise is set, then grow(**grow_args) when given; each one's
+    noise and fresh parts drawn from a generator seeded with `seed`. -> a float32 model."""
+    model = model.float()
+    if widen_noise is not None:
+        model = widen(model, widen_noise, torch.Generator().manual_seed(seed))
+    if grow_args:
+        model = grow(model, **grow_args, generator=torch.Generator().manual_seed(seed))
+    return model
