@@ -112,3 +112,28 @@ def test_not_a_folder(tmp_path):
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(UserError, match="neither a file nor a folder"):
         list_images(tmp_path / "pipe")
+
+
+def test_image_folder_names_the_setting_and_the_cli_its_flag(tmp_path, capsys):
+    """One check of a "folder of images" setting (mambast.images.image_folder): FieldError naming the field;
+    the CLI spells the field as its flag, but not where the same word is part of a path (before, `mambast
+    stylize-dataset` checked the folders itself, and the flag spelling reached into paths: .../--content)."""
+    from mambast.cli import main
+    from mambast.errors import FieldError
+    from mambast.images import image_folder
+
+    _touch(tmp_path, "content/a.png", "content/b/c.jpg", "style/s.png")
+    (tmp_path / "empty").mkdir()
+    assert _rel(image_folder(tmp_path / "content", "content"), tmp_path / "content") == ["a.png", "b/c.jpg"]
+    for folder, message in [(None, "no content given (a folder of images)"),
+                            (tmp_path / "nothing", f"content {tmp_path / 'nothing'}: no such folder"),
+                            (tmp_path / "content" / "a.png", f"content {tmp_path / 'content' / 'a.png'}: not a folder"),
+                            (tmp_path / "empty", f"content: {tmp_path / 'empty'}: folder holds no images")]:
+        with pytest.raises(FieldError) as e:
+            image_folder(folder, "content")
+        assert str(e.value).startswith(message) and e.value.fields == ("content",)
+    missing = tmp_path / "content" / "style"
+    code = main(["stylize-dataset", "--content", str(missing), "--style", str(tmp_path / "style"), "--output",
+                 str(tmp_path / "out"), "--device", "cpu", "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err == f"mambast: error: stylize-dataset: --content {missing}: no such folder\n"

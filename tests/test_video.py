@@ -175,7 +175,7 @@ def test_corrupt_audio_only_and_bad_arguments_are_one_line(tmp_path, clip, style
     _one_error_line(capsys, ["video", str(tmp_path / "missing.mp4"), "--style", str(style), "--output", out],
                     "missing.mp4: no such file")
     _one_error_line(capsys, ["video", str(clip), "--style", str(style), "--output", out, "--stability", "1.5"],
-                    "--stability must be in [0, 1]")
+                    "--stability must be a number in [0, 1], got 1.5")
     _one_error_line(capsys, ["video", str(clip), "--style", str(style), "--output", out, "--fps", "25"],
                     "--fps is for a folder of frames")
     _one_error_line(capsys, ["video", str(clip), "--style", str(style), "--output", str(tmp_path / "o.avi"),

@@ -22,9 +22,10 @@ require(importlib.util.find_spec("av") is not None and importlib.util.find_spec(
 
 import mambast  # noqa: E402
 from mambast.cli import main  # noqa: E402
+from mambast.errors import FieldError  # noqa: E402
 from mambast.fs import remove_stale_temp_files  # noqa: E402
 from mambast.inference import Stylizer  # noqa: E402
-from mambast.video import VideoError, VideoWriter, stylize_video  # noqa: E402
+from mambast.video import VideoWriter, stylize_video  # noqa: E402
 from mambast.video.io import FolderReader  # noqa: E402
 
 DEAD_PID = 2**22 + 12345  # above Linux's pid_max: no such process
@@ -70,15 +71,45 @@ def test_an_existing_output_video_needs_overwrite_like_a_frame_folder(tmp_path, 
     out.write_bytes(b"an earlier result")
     common = ["--style", str(style), "--size", "0", "--checkpoint", str(ckpt), "--device", "cpu", "--quiet"]
     _one_error_line(capsys, ["video", str(src), "--output", str(out), *common],
-                    f"{out}: exists; choose another output or pass --overwrite to replace it")
+                    f"{out}: exists; choose another output or use --overwrite to replace it")
     assert out.read_bytes() == b"an earlier result"
     stylizer = Stylizer(mambast.load(ckpt), size=None)
-    with pytest.raises(VideoError, match="pass overwrite=True to replace it"):
+    with pytest.raises(FieldError, match="use overwrite to replace it") as e:  # the library names its field
         stylize_video(stylizer, src, style, out, progress=False)
+    assert e.value.fields == ("overwrite",)
     assert out.read_bytes() == b"an earlier result"
     assert main(["video", str(src), "--output", str(out), "--overwrite", *common]) == 0
     assert out.stat().st_size > 100 and out.read_bytes() != b"an earlier result"
     assert stylize_video(stylizer, src, style, out, progress=False, overwrite=True).frames == 3
+
+
+def test_bad_settings_are_refused_by_the_library_before_any_work(tmp_path, ckpt, style, capsys):
+    """The library checks its settings (FieldError naming the field) before a frame is read or a file
+    written, and `mambast video` shows them as its flags. Before: a rate given for a video source was
+    ignored; stylize_frames checked batch_size and stability only when the first frame was asked for."""
+    from mambast.video import stylize_frames
+
+    src = _clip(tmp_path / "in.mp4")
+    stylizer = Stylizer(mambast.load(ckpt), size=None)
+    cases = [(dict(rate=25), "rate", "rate is for a folder of frames; a video keeps its own"),
+             (dict(batch_size=0), "batch_size", "batch_size must be a whole number >= 1, got 0"),
+             (dict(stability=1.5), "stability", "stability must be a number in [0, 1], got 1.5")]
+    for kwargs, field, message in cases:
+        with pytest.raises(FieldError) as e:
+            stylize_video(stylizer, src, style, tmp_path / "out.mp4", progress=False, **kwargs)
+        assert (str(e.value), e.value.fields) == (message, (field,))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "style.png"]  # nothing written
+    with pytest.raises(FieldError, match="^batch_size must be"):
+        stylize_frames(stylizer, iter(()), style, batch_size=2.5)  # at the call, not at the first frame
+    common = ["--style", str(style), "--size", "0", "--checkpoint", str(ckpt), "--device", "cpu", "--quiet",
+              "--output", str(tmp_path / "o")]
+    for extra, message in [(["--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0"),
+                           (["--fps", "0"], "--fps must be positive, got '0'"),
+                           (["--fps", "x"], "--fps must be a positive number or a fraction like 30000/1001")]:
+        folder = tmp_path / "frames"
+        folder.mkdir(exist_ok=True)
+        Image.new("RGB", (24, 16)).save(folder / "f1.png")
+        _one_error_line(capsys, ["video", str(folder), *common, *extra], message)
 
 
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):

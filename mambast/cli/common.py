@@ -25,9 +25,10 @@ def field_flags(parser: argparse.ArgumentParser, overrides: dict[str, str] | Non
 
 def flag_message(error: FieldError, names: dict[str, str]) -> str:
     """The library's one-line message with every field it names spelled as the command's flag: the one place
-    where library field names become command-line spellings (`mambast.cli.main` calls it for every command)."""
+    where library field names become command-line spellings (`mambast.cli.main` calls it for every command).
+    A name inside a path (`runs/content/x.png`, `content.png`) is left as it is."""
     text = str(error)
     for name in error.fields:
         if name in names:
-            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", names[name], text)
+            text = re.sub(rf"(?<![\w./\\-]){re.escape(name)}(?![\w/\\]|\.\w)", names[name], text)
     return text

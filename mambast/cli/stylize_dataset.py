@@ -39,7 +39,7 @@ def run(args) -> int:
 
     from ..device import resolve_device
     from ..errors import UserError
-    from ..images import list_images
+    from ..images import image_folder
     from ..inference.jobs import check_output_dir, run_jobs
     from ..inference.sharding import Dist
     from ..inference.worklist import dataset_jobs, find_conflicts, named
@@ -52,11 +52,8 @@ def run(args) -> int:
         options = run_options(args, dist.device, progress=not args.quiet, on_error=error_printer(dist.rank),
                               manifest=args.manifest)
         check_output_dir(out)
-        for flag, root in (("--content", args.content), ("--style", args.style)):
-            if not Path(root).is_dir():
-                raise UserError(f"{flag} {root}: not a folder")
-        contents = named(list_images(args.content, exclude=out), args.content)
-        styles = named(list_images(args.style, exclude=out), args.style)
+        contents = named(image_folder(args.content, "content", exclude=out), args.content)
+        styles = named(image_folder(args.style, "style", exclude=out), args.style)
         jobs = dataset_jobs(contents, styles, per_content=args.styles_per_content,
                             seed=0 if args.seed is None else args.seed, ext=options.ext, name=args.name,
                             shuffle=not args.no_shuffle)

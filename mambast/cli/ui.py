@@ -43,14 +43,9 @@ def run(args) -> int:
     import os
     import shutil
 
-    from ..errors import UserError
     from ..signals import sigterm_as_interrupt
     from ..ui.session import make_workspace
 
-    if not 0 < args.port < 65536:
-        raise UserError(f"--port must be in 1..65535, got {args.port}")
-    if args.max_pixels < 0:
-        raise UserError("--max-pixels must be >= 0 (0: no limit)")
     with sigterm_as_interrupt():
         workspace = make_workspace()
         own_uploads = "GRADIO_TEMP_DIR" not in os.environ  # a folder the user chose is theirs to keep

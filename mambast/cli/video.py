@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+FIELD_FLAGS = {"rate": "--fps"}  # the library's fields whose flag is not --field-name (mambast.cli.main)
+
 
 def register(sub) -> None:
     from ..inference.precision import DEFAULT_PRECISION, PRECISION_HELP, PRECISIONS
@@ -47,33 +49,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..device import resolve_device
-    from ..errors import UserError
+    from ..flow import require_cv2
     from ..images import load_image
     from ..inference import Stylizer
-    from ..inference.size import check_size
     from ..io import load
-    from ..video.io import check_paths, is_video_path, parse_rate, require_av
+    from ..video import stylize_video
+    from ..video.io import check_paths, is_video_path, require_av, source_rate
     from .controls import controls_from_args
 
-    check_size(args.size, name="--size")
-    if not 0 <= args.stability <= 1:
-        raise UserError(f"--stability must be in [0, 1], got {args.stability}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    check_paths(args.input, args.output, args.overwrite, overwrite_hint="--overwrite")
+    rate = source_rate(args.input, args.fps)  # the library's checks, before the model loads
+    check_paths(args.input, args.output, args.overwrite)
     require_av()
-    try:
-        import cv2  # noqa: F401
-    except ImportError:
-        raise UserError("mambast video needs OpenCV: pip install 'mambast[video]'") from None
-    from ..video import stylize_video
-
-    rate = parse_rate(args.fps) if args.fps is not None else None
-    if rate is not None and not Path(args.input).is_dir():
-        raise UserError("--fps is for a folder of frames; a video keeps its own frame rate")
+    require_cv2()
     controls = controls_from_args(args)
     style = load_image(args.style)  # checked (one line naming the file) before the model loads
     model = load(args.checkpoint, device=resolve_device(args.device))

@@ -3,9 +3,9 @@
 A number is any real numeric type a user's code produces: Python int/float, numpy scalars (np.int64,
 np.float32...), 0-d numpy arrays and torch tensors, anything registered as `numbers.Real`. Bools (Python,
 numpy or torch) are not numbers. Sequences of numbers may be lists, tuples, 1-d numpy arrays or tensors.
-Every check returns plain Python values (int or float) and raises a one-line UserError naming the field
-otherwise; the message shows what was given as the number it is (or its type when it is no number), so it
-never contradicts itself.
+Every check returns plain Python values (int or float) and raises a one-line FieldError naming the field
+otherwise (the CLI spells it as its flag); the message shows what was given as the number it is (or its type
+when it is no number), so it never contradicts itself.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import FieldError
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 
@@ -81,7 +81,7 @@ def check_number(value: object, name: str, low: float | None = None, high: float
         kind = "a whole number" if whole else "a number"
         if whole and unit:
             kind, unit = f"{kind} of {unit}", ""
-        raise UserError(f"{name} must be {kind}{_range_text(low, high, unit)}, got {shown(value)}")
+        raise FieldError(f"{name} must be {kind}{_range_text(low, high, unit)}, got {shown(value)}", name)
     return x
 
 
@@ -95,7 +95,7 @@ def check_numbers(values: object, name: str, low: float | None = None) -> tuple[
     """A non-empty sequence (list, tuple, 1-d array...) of finite real numbers >= low -> a tuple of floats."""
     if isinstance(values, np.ndarray) and values.ndim != 1 or isinstance(values, (str, bytes, dict)) \
             or not isinstance(values, (Iterable, np.ndarray)):
-        raise UserError(f"{name} must be a sequence of numbers, got {shown(values)}")
+        raise FieldError(f"{name} must be a sequence of numbers, got {shown(values)}", name)
     items = list(values)
     converted = [as_number(v) for v in items]
     bad = [v for v, x in zip(items, converted, strict=True)
@@ -103,7 +103,7 @@ def check_numbers(values: object, name: str, low: float | None = None) -> tuple[
     if not items or bad:
         what = "numbers" if low is None else f"numbers >= {low!r}"
         detail = f"got {shown(bad[0])}" if bad else "got none"
-        raise UserError(f"{name} must be a sequence of {what}, {detail}")
+        raise FieldError(f"{name} must be a sequence of {what}, {detail}", name)
     return tuple(float(x) for x in converted)
 
 
@@ -115,5 +115,5 @@ def check_seed(value: object, name: str = "seed") -> int | None:
 def check_flag(value: object, name: str) -> bool:
     """A switch: True or False (numpy bools too) -> bool; UserError for anything else ("no", 0, None)."""
     if not isinstance(value, (bool, np.bool_)):
-        raise UserError(f"{name} must be True or False, got {shown(value)}")
+        raise FieldError(f"{name} must be True or False, got {shown(value)}", name)
     return bool(value)

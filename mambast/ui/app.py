@@ -17,9 +17,10 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from ..errors import UserError  # noqa: E402
+from ..errors import FieldError, UserError  # noqa: E402
 from ..inference import DEFAULT_MAX_PIXELS, Stylizer  # noqa: E402
 from ..inference.controls import COLOR_METHODS  # noqa: E402
+from ..inference.values import check_number  # noqa: E402
 from ..model import MambaST  # noqa: E402
 from .session import MAX_SEED, Session, new_seed, user_message  # noqa: E402
 
@@ -147,16 +148,24 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: boo
     """Start serving `app` on host:port in the background -> (local URL, public URL or None).
 
     share: also Gradio's public tunnel (off by default). `wait(app)` then serves until Ctrl-C; `app.close()`
-    stops it. Raises UserError when the address cannot be used.
+    stops it. Raises FieldError naming `port` (not a port number), or `port` and `host` (the address cannot be
+    used).
     """
+    port = check_number(port, "port", 1, 65535, whole=True)
     try:
         _, url, public = app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True,
                                     quiet=True, allowed_paths=[str(EXAMPLES)], max_file_size=MAX_UPLOAD,
                                     ssr_mode=False, mcp_server=False, enable_monitoring=False, footer_links=[])
     except OSError as e:
-        raise UserError(f"cannot serve on {host}:{port} ({(str(e).splitlines() or [''])[0]}); "
-                        "choose another --port or --host") from None
+        raise FieldError(f"cannot serve on {host}:{port} ({_address_problem(e)}); choose another port or host",
+                         "port", "host") from None
     return url, public
+
+
+def _address_problem(error: OSError) -> str:
+    """Why an address cannot be served, in a few words (Gradio's busy-port message names its own settings)."""
+    text = (str(error).splitlines() or [""])[0]
+    return "the address is in use" if text.startswith("Cannot find empty port") else text
 
 
 def wait(app: gr.Blocks) -> None:

@@ -9,7 +9,8 @@ given time base (by default an exact rational rate: 30000/1001 stays 30000/1001)
 packets without re-encoding; `FolderWriter` writes numbered PNG frames. Every file goes through `mambast.fs`
 (the video is written to a temporary file and renamed when complete).
 
-Problems meant for users (missing, corrupt, audio-only, unsupported output) are one-line `VideoError`s.
+Problems meant for users (missing, corrupt, audio-only, unsupported output) are one-line `VideoError`s; a
+bad setting (an output that exists without `overwrite`, a bad `rate`) is a `FieldError` naming it.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import FieldError, UserError
 from ..fs import atomic_open, atomic_write, ensure_dir, remove_stale_temp_files
 from ..images import list_images, load_image
 
 __all__ = ["VIDEO_FORMATS", "VideoError", "VideoInfo", "VideoReader", "VideoWriter", "FolderReader",
-           "FolderWriter", "check_paths", "is_video_path", "parse_rate", "require_av", "warn"]
+           "FolderWriter", "check_paths", "is_video_path", "parse_rate", "require_av", "source_rate", "warn"]
 
 # Output containers by file extension (all of them take H.264 and the usual audio codecs).
 VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -68,40 +69,50 @@ def warn(message: str) -> None:
     tqdm.write(f"mambast: warning: {message}", file=sys.stderr)
 
 
-def check_paths(source: str | Path, output: str | Path, overwrite: bool = False,
-                overwrite_hint: str = "overwrite=True") -> None:
+def check_paths(source: str | Path, output: str | Path, overwrite: bool = False) -> None:
     """Refuse, before any work, an output that would destroy or feed back into the input (one-line VideoError):
     the output is the input (resolved paths, links and hard links included); an output frame folder that is a
     frame-folder input, lies inside it (a later run would read the outputs as frames) or holds it. One rule for
     what exists: an output video file that exists, or an output frame folder that already holds files, is
-    refused unless `overwrite` (then the video is replaced when the new one is complete; the folder's old
-    frame_*.png go first). `overwrite_hint` names the setting in the message."""
+    refused unless `overwrite` (FieldError naming `overwrite`; with it the video is replaced when the new one
+    is complete; the folder's old frame_*.png go first)."""
     source, output = Path(source).expanduser(), Path(output).expanduser()
     src, out = source.resolve(), output.resolve()
     if src == out or (source.exists() and output.exists() and os.path.samefile(source, output)):
         raise VideoError(f"{output}: the output is the input; choose another output")
     if is_video_path(output) or (output.suffix and not output.is_dir()):  # a video file (other types: later)
         if output.exists() and not overwrite:
-            raise VideoError(f"{output}: exists; choose another output or pass {overwrite_hint} to replace it")
+            raise FieldError(f"{output}: exists; choose another output or use overwrite to replace it", "overwrite")
         return
     if source.is_dir() and (src in out.parents or out in src.parents):
         where = "inside the input folder" if src in out.parents else "a folder holding the input"
         raise VideoError(f"{output}: the output frame folder is {where} {source}; choose a folder outside it")
     if output.is_dir() and not overwrite and any(not p.name.startswith(".") for p in output.iterdir()):
-        raise VideoError(f"{output}: the output folder is not empty (its old frames would mix with the new "
-                         f"ones); choose an empty folder or pass {overwrite_hint} to replace its frame_*.png")
+        raise FieldError(f"{output}: the output folder is not empty (its old frames would mix with the new "
+                         "ones); choose an empty folder or use overwrite to replace its frame_*.png", "overwrite")
 
 
 def parse_rate(text: str | float | Fraction) -> Fraction:
-    """A frame rate as an exact fraction: "30000/1001", "29.97" (-> 2997/100), 25 -> Fraction; must be > 0."""
+    """A frame rate as an exact fraction: "30000/1001", "29.97" (-> 2997/100), 25 -> Fraction; must be > 0.
+    FieldError naming `rate` otherwise."""
     try:
         rate = Fraction(str(text).strip())
     except (ValueError, ZeroDivisionError):
-        raise VideoError(f"frame rate must be a positive number or a fraction like 30000/1001, got {text!r}") \
-            from None
+        raise FieldError(f"rate must be a positive number or a fraction like 30000/1001, got {text!r}",
+                         "rate") from None
     if rate <= 0:
-        raise VideoError(f"frame rate must be positive, got {text!r}")
+        raise FieldError(f"rate must be positive, got {text!r}", "rate")
     return rate
+
+
+def source_rate(source: str | Path, rate: str | float | Fraction | None) -> Fraction | None:
+    """The frame rate setting for `source`, checked: None, or, for a folder of frames, a rate `parse_rate`
+    takes (a video keeps its own: FieldError naming `rate`)."""
+    if rate is None:
+        return None
+    if not Path(source).expanduser().is_dir():
+        raise FieldError("rate is for a folder of frames; a video keeps its own", "rate")
+    return parse_rate(rate)
 
 
 @dataclass(frozen=True)

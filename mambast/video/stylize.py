@@ -28,7 +28,17 @@ from ..errors import UserError
 from ..images import pixels_to_uint8, plan_size, to_tensor, unit_to_uint8
 from ..inference import Controls, Stylizer
 from ..inference.values import check_number
-from .io import FolderReader, FolderWriter, VideoError, VideoReader, VideoWriter, check_paths, is_video_path, warn
+from .io import (
+    FolderReader,
+    FolderWriter,
+    VideoError,
+    VideoReader,
+    VideoWriter,
+    check_paths,
+    is_video_path,
+    source_rate,
+    warn,
+)
 from .pipeline import background
 from .stabilise import Stabiliser
 
@@ -86,10 +96,21 @@ def stylize_frames(stylizer: Stylizer, frames: Iterable[np.ndarray], style, cont
 
     overlap: run the stages in threads (`pipeline.background`): reading `frames` and preparing batches, the
     model, the flow blend, each while the consumer (an encoder) takes the previous outputs. The outputs are
-    the same either way; False runs everything in the caller's thread, one step after the other."""
-    batch_size = check_number(batch_size, "batch_size", 1, whole=True)  # 2.5 was one batch of the whole video
-    stability = check_number(stability, "stability", 0, 1)
-    controls = video_controls(controls)
+    the same either way; False runs everything in the caller's thread, one step after the other. The settings
+    are checked at the call, before any frame is read."""
+    batch_size, stability = _settings(batch_size, stability)
+    return _stylize_frames(stylizer, frames, style, video_controls(controls), batch_size, stability, overlap)
+
+
+def _settings(batch_size: int, stability: float) -> tuple[int, float]:
+    """(batch_size, stability) checked: FieldError naming the first bad one."""
+    return (check_number(batch_size, "batch_size", 1, whole=True),  # 2.5 was one batch of the whole video
+            check_number(stability, "stability", 0, 1))
+
+
+def _stylize_frames(stylizer: Stylizer, frames: Iterable[np.ndarray], style, controls: Controls, batch_size: int,
+                    stability: float, overlap: bool) -> Iterator[np.ndarray]:
+    """`stylize_frames` once its settings are checked: the stages, chained lazily."""
     stages: list = []
 
     def stage(items: Iterator, depth: int, name: str) -> Iterator:
@@ -154,13 +175,14 @@ class VideoReport:
 
 def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | Path,
                   controls: Controls | None = None, batch_size: int = 4, stability: float = DEFAULT_STABILITY,
-                  rate: Fraction | None = None, progress: bool = True, overwrite: bool = False,
+                  rate: str | float | Fraction | None = None, progress: bool = True, overwrite: bool = False,
                   overlap: bool = True) -> VideoReport:
     """Stylize a video file or a folder of frames into a video file (.mp4/.m4v/.mov/.mkv: H.264, every frame
     at its source time, audio copied in sync; see `VideoWriter`) or a folder of PNG frames. A video is read as
     it displays (`VideoReader`: rotation, mirror and non-square pixels applied) and written upright.
 
-    rate: frames/s of a frame-folder source (needed only for a video output; default 25). overwrite: replace
+    rate: frames/s of a frame-folder source (`parse_rate`: 25, "30000/1001"; needed only for a video output;
+    default 25; FieldError naming `rate` for a video source, which keeps its own). overwrite: replace
     an existing output video, or write into a frame folder that already holds files (its old frame_*.png are
     removed first); without it both are refused. overlap: decode, model, flow blend and encode in overlapping
     threads (`stylize_frames`; same output). Errors: one-line VideoError / ImageError (missing, corrupt,
@@ -170,6 +192,8 @@ def stylize_video(stylizer: Stylizer, source: str | Path, style, output: str | P
     from tqdm.auto import tqdm
 
     source, output = Path(source), Path(output)
+    _settings(batch_size, stability)  # before anything is opened
+    rate = source_rate(source, rate)
     check_paths(source, output, overwrite)
     reader = FolderReader(source, rate or Fraction(25)) if source.is_dir() else VideoReader(source)
     with reader:
