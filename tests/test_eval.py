@@ -189,7 +189,7 @@ def test_stylize_step_encodes_each_input_once_and_equals_single_calls(tiny_model
 
     contents = write_images(tmp_path / "content", {"a": (72, 64), "b": (64, 64), "c": (64, 64)}, seed=4)
     styles = write_images(tmp_path / "style", {"s": (64, 64), "t": (64, 80)}, seed=5)
-    calls = {"encode_content": 0, "style_tokens": 0}
+    calls = {"encode_content": 0, "encode_styles": 0}
     for name in calls:
         original = getattr(Stylizer, name)
 
@@ -203,7 +203,7 @@ def test_stylize_step_encodes_each_input_once_and_equals_single_calls(tiny_model
                                   StylizeOptions(seed=3, stylized_format="png"))  # fmt: skip
     assert failed == [] and len(written) == 6
     # paper: one grid (64 x 64 crops); native: a's grid (72 x 64), then b and c share the other one
-    assert calls == {"encode_content": 3, "style_tokens": 2 if mode == "paper" else 4}
+    assert calls == {"encode_content": 3, "encode_styles": 2 if mode == "paper" else 4}
     monkeypatch.undo()
     single = Stylizer(tiny_model, size=None if mode == "paper" else 64)
     prep = (lambda p: protocol_input(load_image(p), 64)) if mode == "paper" else load_image
