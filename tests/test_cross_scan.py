@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import torch
 
-import mambast.ops
 from mambast.ops import cross_merge, cross_scan
 
 
@@ -70,26 +66,3 @@ def test_backend_name_is_checked():
     with pytest.raises(UserError, match="unknown scan backend"):
         MambaST(MambaSTConfig.preset("tiny")).set_scan_backend("fast")
 
-
-def _package_imports(path: Path) -> set[str]:
-    """The sibling modules of mambast/ops that `path` imports, at any depth of the file (`from .x import`,
-    `from . import x`)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-    return names
-
-
-def test_ops_modules_import_each_other_in_no_circle():
-    """backends.py (the table) imports the implementations; cross_scan.py (the front door) imports the table.
-    Before, backends.py and cross_scan.py imported each other (the torch implementations lived in the front
-    door)."""
-    ops = Path(mambast.ops.__file__).parent
-    graph = {p.stem: _package_imports(p) - {"__init__"} for p in ops.glob("*.py") if p.stem != "__init__"}
-
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
-
-    assert [m for m in graph if reaches(m, m, {m})] == []
-    assert "cross_scan_torch" in graph["backends"] and "backends" in graph["cross_scan"]
