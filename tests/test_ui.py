@@ -15,6 +15,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import mambast
@@ -88,6 +89,19 @@ def test_shuffle_off_and_drawn_seed(session):
     drawn_pixels = np.asarray(Image.open(drawn.path))  # read before the next run replaces the file
     again = session.run(CONTENT, [STYLE], **dict(FORM, seed=drawn.seed))
     assert np.array_equal(drawn_pixels, np.asarray(Image.open(again.path)))
+
+
+def test_new_seed_is_the_models_draw():
+    """The page's New seed draws as the model does (mambast.model.shuffle.draw_seed, torch's global RNG, so
+    torch.manual_seed makes it reproducible; it drew from Python's `random` before), in the page's range."""
+    from mambast.model.shuffle import draw_seed
+    from mambast.ui.session import MAX_SEED, new_seed
+
+    torch.manual_seed(5)
+    seeds = [new_seed() for _ in range(50)]
+    torch.manual_seed(5)
+    assert seeds == [draw_seed(MAX_SEED + 1) for _ in range(50)]
+    assert all(0 <= s <= MAX_SEED for s in seeds) and len(set(seeds)) == 50
 
 
 def test_only_latest_result_kept(session):
