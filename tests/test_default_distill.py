@@ -202,6 +202,30 @@ def test_distill_runs_on_the_given_device(tmp_path):
     assert first["content"].device.type == "cpu" and len(first["teacher_features"]) == 3
 
 
+def test_a_triplet_source_and_a_deadline(tmp_path):
+    """distill(..., triplets=f) trains on f(step) instead of the cache (a source returning the cache's crops gives
+    the cache run's weights), and stop_at (a passed deadline) stops after the next step with a checkpoint, from
+    which the run resumes exactly; without the source that run is refused in one line."""
+    from dataclasses import replace
+
+    from mambast.train.checkpoint import list_checkpoints
+
+    _cache(tmp_path / "cache")
+    cache, vgg = load_cache(tmp_path / "cache"), load_vgg(None, allow_random=True)
+    cfg = _cfg(tmp_path / "cache", 3)
+    distill(cfg, tmp_path / "cached", vgg=vgg)
+    source = lambda step: batch_at(cache, step, 2, 32, cfg.seed)  # noqa: E731
+    own = replace(cfg, cache_dir="")
+    assert distill(own, tmp_path / "fn", vgg=vgg, triplets=source, stop_at=0.0).step == 1
+    assert [s for s, _ in list_checkpoints(tmp_path / "fn")] == [1]
+    with pytest.raises(UserError, match="drew its triplets from a Python function"):
+        distill(own, tmp_path / "fn", vgg=vgg)
+    assert distill(own, tmp_path / "fn", vgg=vgg, triplets=source).step == 3
+    a, b = load_student(tmp_path / "cached"), load_student(tmp_path / "fn")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
 class _RunsCode:
     """A pickle payload: unpickling it would call os.system (a weights_only reader must refuse it)."""
 

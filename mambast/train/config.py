@@ -91,7 +91,7 @@ class TrainConfig:
     sample_every: int = _opt(1_000, "iterations between sample grids (0 = never)", metavar="N")
     device: str = _opt("auto", "auto (default), cpu, cuda or cuda:N")
     # set by mambast.train.distill, not on the command line (a resumed run keeps them)
-    distill: dict | None = _opt(None, "distillation instead of the paper's losses: {cache_dir, prefetch}; "
+    distill: dict | None = _opt(None, "distillation instead of the paper's losses: {cache_dir, prefetch, source}; "
                                 "loss_weights then weigh DISTILL_TERMS (mambast.train.distill)", cli=False)
     init_growth: dict | None = _opt(None, "init_from grown before training: {widen_noise, grow} "
                                     "(mambast.train.widen.grow_source)", cli=False)
@@ -131,8 +131,6 @@ class TrainConfig:
         if unknown:
             raise FieldError(f"loss_weights: unknown terms {', '.join(unknown)} (known: {', '.join(known)})",
                              "loss_weights")
-        if self.distill is not None and not self.distill.get("cache_dir"):
-            raise FieldError("distill: no cache_dir given (a folder of teacher triplets)", "distill")
         patch = self.model_config().patch_size
         if self.size % patch:
             raise FieldError(f"size ({self.size}) must be a multiple of the patch size {patch}", "size")

@@ -26,8 +26,9 @@ Every step's crops are drawn from (seed, step), so a resumed run continues exact
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from PIL import Image, ImageEnhance
 from torch import Tensor
 
 from ..config import MambaSTConfig
-from ..errors import UserError
+from ..errors import FieldError, UserError
 from ..fs import atomic_write, ensure_dir
 from ..images import list_images, load_image, uint8_to_unit, unit_to_uint8
 from ..io.run import is_run_dir, latest_checkpoint, load_run_model, read_run_config
@@ -275,17 +276,27 @@ def _distill_pass(model, vgg, content, style, teacher, generator, paper_terms, t
     return terms, out
 
 
+Triplets = Callable[[int], tuple[Tensor, Tensor, Tensor]]  # step -> (content, style, teacher), (B, 3, S, S)
+
+
 class DistillObjective:
     """The distillation as an objective of the training loop (`mambast.train.objective`), built from a
-    TrainConfig with `distill` set: batches are batch_at crops of the cache (cfg.size px, cfg.batch_size) on the
-    run's device with the teacher's loss-network features, made one step ahead in a background thread when
+    TrainConfig with `distill` set: batches are batch_at crops of the cache (cfg.size px, cfg.batch_size), or
+    what `triplets(step)` returns (e.g. a teacher run on the fly; floats in [0, 1] of one size, any device), on
+    the run's device with the teacher's loss-network features, made one step ahead in a background thread when
     distill["prefetch"]; the loss is distill_terms weighted by cfg.loss_weights (terms of weight 0 skipped)."""
 
     grid_columns = ("content", "style", "output", "teacher")
 
-    def __init__(self, cfg: TrainConfig, ctx: DistContext):
-        self.cfg, self.ctx = cfg, ctx
-        self.cache = load_cache(Path(cfg.distill["cache_dir"]))
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, triplets: Triplets | None = None):
+        self.cfg, self.ctx, self.triplets = cfg, ctx, triplets
+        if triplets is None:
+            if cfg.distill.get("source") == "python":
+                raise FieldError("this distillation run drew its triplets from a Python function "
+                                 "(distill(..., triplets=)): resume it the same way", "distill")
+            if not cfg.distill.get("cache_dir"):
+                raise FieldError("distill: no cache_dir given (a folder of teacher triplets)", "distill")
+            self.cache = load_cache(Path(cfg.distill["cache_dir"]))
         self.prefetch = bool(cfg.distill.get("prefetch", True))
         self.weights = {k: float(w) for k, w in cfg.loss_weights.items() if w}
         self.paper_terms = bool(self.weights.get("content") or self.weights.get("style"))
@@ -295,7 +306,10 @@ class DistillObjective:
     def prepare(self, step: int, vgg) -> dict[str, Tensor | list[Tensor]]:
         """Step `step`'s batch on the run's device: content, style, teacher crops and teacher_features."""
         cfg, ctx = self.cfg, self.ctx
-        crops = batch_at(self.cache, step, cfg.batch_size, cfg.size, cfg.seed, ctx.rank, ctx.world_size)
+        if self.triplets is not None:
+            crops = self.triplets(step)
+        else:
+            crops = batch_at(self.cache, step, cfg.batch_size, cfg.size, cfg.seed, ctx.rank, ctx.world_size)
         content, style, teacher = (x.to(ctx.device) for x in crops)
         return {"content": content, "style": style, "teacher": teacher,
                 "teacher_features": teacher_features(vgg, teacher, self.teacher_style, self.amp)}
@@ -321,14 +335,17 @@ class DistillObjective:
         return terms, total, images
 
 
-def distill(cfg: DistillConfig, run_dir: str | Path, vgg=None, progress: bool = False):
+def distill(cfg: DistillConfig, run_dir: str | Path, vgg=None, progress: bool = False,
+            triplets: Triplets | None = None, stop_at: float | None = None):
     """Run (or resume) a distillation run in run_dir with the training loop; -> its mambast.train.loop.TrainResult
     (.checkpoint: the last checkpoint's path).
 
     A run_dir that holds checkpoints is resumed: its config.json is kept except max_iter and device (the
     recipe given only says how long and where). cfg.threads sets torch's CPU threads. vgg: the loss network
-    already loaded (default: cfg.vgg's file). UserError for a run folder of the earlier distillation layout
-    (ckpt_*.pt): it cannot be resumed, only started from (init_from)."""
+    already loaded (default: cfg.vgg's file). triplets: step -> (content, style, teacher) batches instead of
+    cfg.cache_dir's (see DistillObjective; the run records source "python"). stop_at: a time.monotonic()
+    deadline (see loop.train). UserError for a run folder of the earlier distillation layout (ckpt_*.pt): it
+    cannot be resumed, only started from (init_from)."""
     from .loop import train
 
     run_dir = Path(run_dir).expanduser()
@@ -337,13 +354,20 @@ def distill(cfg: DistillConfig, run_dir: str | Path, vgg=None, progress: bool = 
                         f"a new run from its weights (init_from {run_dir})")
     torch.set_num_threads(cfg.threads)
     train_cfg = cfg.train_config()
+    if triplets is not None:
+        train_cfg = train_cfg.replace(distill={**train_cfg.distill, "source": "python"})
     resume = latest_checkpoint(run_dir) is not None
     if resume:
         saved = TrainConfig.from_dict(read_run_config(run_dir))
         if saved.distill is None:
             raise UserError(f"{run_dir}: a training run of the paper's objective, not a distillation run")
         train_cfg = saved.replace(max_iter=train_cfg.max_iter, device=train_cfg.device)
-    return train(train_cfg, run_dir, resume=resume, progress=progress, vgg=vgg)
+    objective = functools.partial(_objective, triplets=triplets)
+    return train(train_cfg, run_dir, resume=resume, progress=progress, vgg=vgg, objective=objective, stop_at=stop_at)
+
+
+def _objective(cfg: TrainConfig, ctx: DistContext, run_dir: Path, triplets: Triplets | None) -> DistillObjective:
+    return DistillObjective(cfg, ctx, triplets)
 
 
 def is_legacy_run(path: str | Path) -> bool:

@@ -41,7 +41,7 @@ from .data import mix_seed
 from .distributed import DistContext, gather_lists, init_distributed, mean_over_ranks, shutdown
 from .lock import run_lock
 from .monitor import MetricsLog, save_sample_grid
-from .objective import autocast, make_objective
+from .objective import ObjectiveFactory, autocast, make_objective
 from .optim import build_optimizer, lr_at, set_lr
 
 __all__ = ["TrainResult", "train", "enable_grad_checkpointing"]
@@ -96,9 +96,10 @@ class _Run:
     """The state of one run on one rank."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool,
-                 vgg: nn.Module | None = None, source: MambaST | None = None):
+                 vgg: nn.Module | None = None, source: MambaST | None = None,
+                 objective: ObjectiveFactory = make_objective):
         self.cfg, self.run_dir, self.ctx = cfg, run_dir, ctx
-        self.objective = make_objective(cfg, ctx, run_dir)  # its data is checked before the loss network loads
+        self.objective = objective(cfg, ctx, run_dir)  # its data is checked before the loss network loads
         if vgg is None:
             vgg = load_vgg(cfg.vgg, cfg.vgg_layout, allow_random=cfg.allow_random_vgg, device=ctx.device)
             if cfg.vgg is None and ctx.is_main:
@@ -217,14 +218,19 @@ def _check_new_run_dir(run_dir: Path) -> None:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          vgg: nn.Module | None = None) -> TrainResult:
+          vgg: nn.Module | None = None, objective: ObjectiveFactory | None = None,
+          stop_at: float | None = None) -> TrainResult:
     """Train until cfg.max_iter steps (continuing the latest checkpoint of run_dir when `resume`).
 
     The objective is the paper's, or the distillation when cfg.distill is set (`mambast.train.objective`).
     Logs every cfg.log_every steps (metrics.jsonl: each term's mean over those steps; progress bar,
     TensorBoard), writes a sample grid every cfg.sample_every steps and a checkpoint every cfg.save_every
     steps and at the end; under torchrun each rank trains on its own data shard and only rank 0 writes files.
-    vgg: the loss network, already loaded (default: load_vgg(cfg.vgg, cfg.vgg_layout)).
+
+    vgg: the loss network, already loaded (default: load_vgg(cfg.vgg, cfg.vgg_layout)). objective:
+    (cfg, ctx, run_dir) -> Objective, instead of `make_objective` (e.g. a DistillObjective with its own triplet
+    source). stop_at: a time.monotonic() deadline: the run stops after the step that passes it (on any rank)
+    with a checkpoint, before max_iter (the schedule is still max_iter's).
     """
     run_dir = Path(run_dir).expanduser()
     source = None
@@ -239,7 +245,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             remove_stale_temp_files(run_dir, recursive=True)
         ctx = init_distributed(cfg.device)
         try:
-            result = _train(cfg, run_dir, ctx, resume, progress, vgg, source)
+            result = _train(cfg, run_dir, ctx, resume, progress, vgg, source, objective or make_objective, stop_at)
         except BaseException:
             shutdown(ctx, finished=False)
             raise
@@ -312,8 +318,9 @@ def _check_resumable(state: dict, cfg: TrainConfig, ctx: DistContext, loss_netwo
 
 
 def _train(cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool, progress: bool,
-           vgg: nn.Module | None, source: MambaST | None) -> TrainResult:
-    run = _Run(cfg, run_dir, ctx, resume, vgg, source)
+           vgg: nn.Module | None, source: MambaST | None, objective: ObjectiveFactory,
+           stop_at: float | None) -> TrainResult:
+    run = _Run(cfg, run_dir, ctx, resume, vgg, source, objective)
     start = run.step
     if start >= cfg.max_iter:
         return TrainResult(run_dir, start, checkpoint=run.checkpoint, bad_files=sorted(run.bad))
@@ -347,6 +354,9 @@ def _train(cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool, prog
                 save_sample_grid(run_dir, step, images, run.objective.grid_columns)
             if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_iter:
                 saved = _save(run) or saved
+            elif stop_at is not None and _past(stop_at, ctx):
+                saved = _save(run) or saved
+                break
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
         if not ctx.distributed and run.step > start:
             saved = _save(run)
@@ -359,6 +369,11 @@ def _train(cfg: TrainConfig, run_dir: Path, ctx: DistContext, resume: bool, prog
         if log is not None:
             log.close()
     return TrainResult(run_dir, run.step, values, saved, sorted(run.bad))
+
+
+def _past(deadline: float, ctx: DistContext) -> bool:
+    """Whether any rank has passed `deadline` (time.monotonic()); every rank must call it."""
+    return mean_over_ranks(ctx, {"late": float(time.monotonic() >= deadline)})["late"] > 0
 
 
 _SHORT = {"content": "c", "style": "s", "identity1": "id1", "identity2": "id2"}  # progress-bar names

@@ -18,7 +18,7 @@ A batch is a dict; its optional "bad" list names unreadable files the loop repor
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -31,7 +31,7 @@ from .distributed import DistContext
 from .losses import loss_terms, total_loss
 from .monitor import GRID_COLUMNS
 
-__all__ = ["Objective", "PaperObjective", "autocast", "make_objective"]
+__all__ = ["Objective", "ObjectiveFactory", "PaperObjective", "autocast", "make_objective"]
 
 
 class Objective(Protocol):
@@ -46,6 +46,9 @@ class Objective(Protocol):
              generator: torch.Generator) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
         """(unweighted terms, weighted total, images for the sample grid) of one batch; `generator` draws the
         style shuffles. Called under the run's autocast."""
+
+
+ObjectiveFactory = Callable[[TrainConfig, DistContext, Path], Objective]  # make_objective's signature
 
 
 def autocast(cfg: TrainConfig, device: torch.device):
