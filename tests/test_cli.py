@@ -225,7 +225,7 @@ def test_a_size_below_one_patch_is_an_argument_error_before_any_work(tmp_path, c
         rc = main(["stylize", "--content", str(content), "--style", str(content), "--output", str(tmp_path / "o"),
                    "--checkpoint", str(ckpt), "--size", size, "--quiet"])
         err = capsys.readouterr().err
-        assert rc == 2 and err == (f"mambast: error: stylize: --size must be 0 (keep the content's size) or a whole "
+        assert rc == 2 and err == (f"mambast: error: stylize: --size must be 0 (no resizing) or a whole "
                                    f"number of px >= 8, got {size}\n"), err
     assert not (tmp_path / "o").exists()
 

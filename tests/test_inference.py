@@ -195,7 +195,7 @@ def test_per_call_size_leaves_the_engine_size(tiny):
 def test_size_is_checked_where_it_is_given(tiny):
     content, style = _img(18, 40, 40), _img(19, 40, 40)
     for bad in (-3, 3, True, "128", 100.5):
-        with pytest.raises(UserError, match=r"^size must be 0 \(keep the content's size\) or a whole number of px"):
+        with pytest.raises(UserError, match=r"^size must be 0 \(no resizing\) or a whole number of px"):
             Stylizer(tiny, size=bad)
         with pytest.raises(UserError, match="^size must be"):
             Stylizer(tiny, size=32).stylize(content, style, size=bad)

@@ -237,3 +237,62 @@ def test_stylize_dataset_manifest_and_resume_in_process(tmp_path, capsys):
     assert not list(out.rglob(".*"))  # temp files of the killed run removed
     assert main([*args[:-2], "--styles-per-content", "4"]) == 2
     assert "holds 3 images" in capsys.readouterr().err
+
+
+def test_stylize_pairs_mixes_styles_and_masks_like_the_engine(folders, tmp_path):
+    """stylize_pairs(controls=Controls(style_weights=...) or Controls(mask=...)) made one job per style, so
+    every pair failed ("2 style_weights for 1 styles", "a mask needs at least two styles"): one output per
+    content now mixes all the styles, with the engine's pixels."""
+    from mambast.inference import stylize_pairs
+
+    croot, sroot = folders
+    model = tiny_model()
+    contents, styles = list_images(croot)[:2], list_images(sroot)[:2]
+    mask = Image.fromarray(np.kron([[0, 255], [255, 0]], np.ones((8, 8))).astype(np.uint8))
+    engine = Stylizer(model, size=None)
+    for name, controls, tag in (("mix", Controls(style_weights=(0.3, 0.7), seed=3), "@0.3-0.7"),
+                                ("mask", Controls(mask=mask, seed=3), "@mask-")):
+        report = stylize_pairs(model, contents, styles, tmp_path / name, size=None, progress=False,
+                               controls=controls, batch_size=2)
+        assert not report.failed, report.failed
+        assert [p.name.startswith(f"{c.stem}_stylized_s0+s1{tag}") for p, c in zip(report.written, contents,
+                                                                                     strict=True)] == [True] * 2
+        for path, content in zip(report.written, contents, strict=True):
+            ref = np.asarray(engine.stylize(content, styles, controls), np.int16)
+            assert np.abs(np.asarray(Image.open(path), np.int16) - ref).max() <= 1
+
+
+def test_stylize_pairs_keeps_seed_and_shuffle_given_with_controls(folders, tmp_path):
+    """`seed` and `shuffle` given beside `controls` were dropped (each output got a drawn seed)."""
+    from mambast.inference import stylize_pairs
+
+    croot, sroot = folders
+    model = tiny_model()
+    content, style = list_images(croot)[0], list_images(sroot)[0]
+    engine = Stylizer(model, size=None)
+    for name, kwargs, ref_controls in (("seed", {"seed": 5}, Controls(alpha=0.8, seed=5)),
+                                       ("off", {"shuffle": False}, Controls(alpha=0.8, shuffle=False))):
+        report = stylize_pairs(model, [content], [style], tmp_path / name, size=None, progress=False,
+                               controls=Controls(alpha=0.8), **kwargs)
+        ref = engine.stylize(content, style, ref_controls)
+        assert np.array_equal(np.asarray(Image.open(report.written[0])), np.asarray(ref))
+    drawn = engine.stylize(content, style, Controls(alpha=0.8, seed=6))
+    assert not np.array_equal(np.asarray(drawn), np.asarray(ref))  # the seed matters: the test can fail
+
+
+def test_folder_settings_are_field_errors_shown_as_flags(folders, tmp_path, capsys):
+    """Library checks name fields; the CLI shows its flags (one line, exit 2, before any output)."""
+    from mambast.cli import main
+    from mambast.errors import FieldError
+
+    croot, sroot = folders
+    with pytest.raises(FieldError, match=r"^batch_size must be a whole number >= 1, got 0$"):
+        RunOptions(batch_size=0)
+    for flags, message in ((["--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0"),
+                           (["--jpeg-quality", "101"], "--jpeg-quality must be a whole number in [1, 100], got 101"),
+                           (["--max-pixels", "-1"], "--max-pixels must be a whole number >= 0, got -1"),
+                           (["--style-weights", "1", "2"], "2 --style-weights for 3 styles")):
+        code = main(["stylize", "--content", str(croot), "--style", str(sroot), "--output", str(tmp_path / "o"),
+                     "--checkpoint", str(tmp_path / "never-read.safetensors"), "--quiet", *flags])
+        assert (code, capsys.readouterr().err) == (2, f"mambast: error: stylize: {message}\n")
+    assert not (tmp_path / "o").exists()

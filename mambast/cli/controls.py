@@ -35,12 +35,12 @@ def add_control_arguments(p: argparse.ArgumentParser, mixing: bool = True, seed_
 
 
 def controls_from_args(args: argparse.Namespace) -> Controls:
-    """Controls from parsed flags (validated there: one-line UserError naming the field). --style-size is also
-    checked against the pixel limit (--max-pixels where the command has it, else the default) before any work:
-    a style whose short side alone is that size cannot fit."""
+    """Controls from parsed flags (checked there: FieldError naming the field). The style size is also checked
+    against the pixel limit (the command's max_pixels where it has one, else the default) before any work: a
+    style whose short side alone is that size cannot fit (`size.check_style_size`)."""
     weights = getattr(args, "style_weights", None)
     limit = getattr(args, "max_pixels", None)
-    check_style_size(args.style_size, DEFAULT_MAX_PIXELS if limit is None else max(limit, 0), name="--style-size")
+    check_style_size(args.style_size, DEFAULT_MAX_PIXELS if limit is None else max(limit, 0))
     return Controls(alpha=args.alpha, style_weights=None if weights is None else tuple(weights),
                     preserve_color=args.preserve_color, style_size=args.style_size,
                     mask=getattr(args, "mask", None), shuffle=not args.no_shuffle, seed=args.seed)

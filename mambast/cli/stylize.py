@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from .controls import add_control_arguments, controls_from_args
 
@@ -60,31 +59,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_options(args, device, **extra):
-    """RunOptions from the shared flags."""
-    from ..errors import UserError
+    """RunOptions from the shared flags (checked there: a FieldError naming the field, shown as its flag)."""
     from ..inference.jobs import RunOptions
-    from ..inference.size import DEFAULT_MAX_PIXELS, check_size
+    from ..inference.size import DEFAULT_MAX_PIXELS
 
-    check_size(args.size, name="--size")
-    if args.max_pixels is not None and args.max_pixels < 0:
-        raise UserError("--max-pixels must be >= 0 (0: no limit)")
-    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
-                             ("--jpeg-quality", args.jpeg_quality, 1)):
-        if value is not None and value < low:
-            raise UserError(f"{flag} must be >= {low}")
-    if args.jpeg_quality > 100:
-        raise UserError("--jpeg-quality must be <= 100")
     workers = args.workers if args.workers is not None else (2 if device.type == "cuda" else 0)
-    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels  # 0: no limit
     return RunOptions(size=args.size, max_pixels=max_pixels, controls=controls_from_args(args),
                       precision=args.precision, batch_size=args.batch_size, workers=workers, ext=args.ext,
                       jpeg_quality=args.jpeg_quality, skip_existing=args.skip_existing, **extra)
 
 
-def report_line(report, output, seconds: float) -> str:
+def report_line(report, output) -> str:
     n, old = len(report.written), len(report.existing)
     new = len(getattr(report, "replaced", ()))
-    return (f"wrote {n} image{'s' * (n != 1)} to {output} in {seconds:.1f} s"
+    return (f"wrote {n} image{'s' * (n != 1)} to {output} in {report.seconds:.1f} s"
             + (f" ({new} replacing outputs made with other settings)" if new else "")
             + (f"; {old} already there (skipped)" if old else "")
             + (f"; {len(report.failed)} pair(s) failed" if report.failed else ""))
@@ -97,65 +86,23 @@ def error_printer(rank: int):
     return lambda msg: tqdm.write(f"{prefix}mambast: skipped: {msg}", file=sys.stderr)
 
 
-def checked_mask(path: str, n_styles: int):
-    """The mask image, read once; one line when it is unreadable, when there are fewer than two styles, or
-    when its colours do not match the styles."""
-    from ..errors import UserError
-    from ..images import load_image
-    from ..inference.masks import mask_labels
-
-    if n_styles < 2:
-        raise UserError(f"--mask {path}: a mask needs at least two styles (one per region), got {n_styles}")
-    mask = load_image(path)
-    try:
-        mask_labels(mask, n_styles)
-    except UserError as e:
-        raise UserError(f"--mask {path}: {e}") from None
-    return mask
-
-
-def mix_tag(controls, mask_path: str | None) -> str:
-    """What tells mixed outputs apart in their names: the weights (`a@0.7+b@0.3`) or the mask's stem."""
-    from pathlib import Path
-
-    if controls.mask is not None:
-        return f"@mask-{Path(mask_path).stem}"
-    if controls.style_weights is not None:
-        return "@" + "-".join(f"{w:g}" for w in controls.style_weights)
-    return ""
-
-
 def run(args) -> int:
-    from dataclasses import replace
     from pathlib import Path
 
     from ..device import resolve_device
     from ..images import list_images
-    from ..inference.engine import draw_seed
-    from ..inference.jobs import check_output_dir, run_jobs
+    from ..inference.folder import stylize_folder
     from ..inference.sharding import Dist
-    from ..inference.worklist import find_conflicts, named, pair_jobs
+    from ..inference.worklist import named
     from ..io import load
 
     out = Path(args.output).expanduser()
-    controls = controls_from_args(args)
     with Dist.from_env(resolve_device(args.device)) as dist:  # leaves the group at the end
         options = run_options(args, dist.device, progress=not args.quiet, on_error=error_printer(dist.rank))
-        check_output_dir(out)  # nothing can be written at all: one line, exit 2, before any work
         contents = named(list_images(args.content, exclude=out), args.content)
         styles = [n for root in args.style for n in named(list_images(root, exclude=out), root)]
-        mix = controls.style_weights is not None or controls.mask is not None
-        if controls.style_weights is not None:
-            controls.normalised_weights(len(styles))  # one weight per style, or one line now
-        if controls.mask is not None:  # read and checked once, before any work: one line, exit 2
-            controls = replace(controls, mask=checked_mask(controls.mask, len(styles)))
-        model = load(args.checkpoint, device=dist.device)
-        start = time.perf_counter()
-        jobs = pair_jobs(contents, styles, ext=options.ext, mix=mix, seed=controls.seed, shuffle=controls.shuffle,
-                         draw=draw_seed, mix_tag=mix_tag(controls, args.mask))
-        inputs = {n.path.resolve() for n in [*contents, *styles]}
-        report = run_jobs(model, jobs, out, options, dist=dist, refused=find_conflicts(jobs, out, inputs))
+        report = stylize_folder(lambda: load(args.checkpoint, device=dist.device), contents, styles, out, options,
+                                dist=dist)
         if dist.rank == 0:
-            print(report_line(report, args.output, time.perf_counter() - start))
+            print(report_line(report, args.output))
         return 1 if report.failed else 0
-

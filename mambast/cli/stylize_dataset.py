@@ -3,8 +3,6 @@ reproducibly at random, folder structure mirrored, a manifest; batched, sharded 
 
 from __future__ import annotations
 
-import time
-
 from .controls import add_control_arguments
 from .stylize import add_model_arguments, add_run_arguments, error_printer, report_line, run_options
 
@@ -38,30 +36,22 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..device import resolve_device
-    from ..errors import UserError
     from ..images import image_folder
-    from ..inference.jobs import check_output_dir, run_jobs
+    from ..inference.folder import DatasetDraw, stylize_folder
     from ..inference.sharding import Dist
-    from ..inference.worklist import dataset_jobs, find_conflicts, named
+    from ..inference.worklist import named
     from ..io import load
 
     out = Path(args.output).expanduser()
-    if Path(args.manifest).name != args.manifest:
-        raise UserError(f"--manifest takes a file name (written in the output folder), got {args.manifest!r}")
     with Dist.from_env(resolve_device(args.device)) as dist:
         options = run_options(args, dist.device, progress=not args.quiet, on_error=error_printer(dist.rank),
                               manifest=args.manifest)
-        check_output_dir(out)
         contents = named(image_folder(args.content, "content", exclude=out), args.content)
         styles = named(image_folder(args.style, "style", exclude=out), args.style)
-        jobs = dataset_jobs(contents, styles, per_content=args.styles_per_content,
-                            seed=0 if args.seed is None else args.seed, ext=options.ext, name=args.name,
-                            shuffle=not args.no_shuffle)
-        model = load(args.checkpoint, device=dist.device)
-        start = time.perf_counter()
-        inputs = {n.path.resolve() for n in [*contents, *styles]}
-        report = run_jobs(model, jobs, out, options, dist=dist, refused=find_conflicts(jobs, out, inputs))
+        draw = DatasetDraw(args.styles_per_content, 0 if args.seed is None else args.seed, args.name)
+        report = stylize_folder(lambda: load(args.checkpoint, device=dist.device), contents, styles, out, options,
+                                draw=draw, dist=dist)
         if dist.rank == 0:
-            print(report_line(report, args.output, time.perf_counter() - start)
-                  + (f"; manifest {out / args.manifest}" if len(jobs) > len(report.failed) else ""))
+            print(report_line(report, args.output)
+                  + (f"; manifest {out / args.manifest}" if report.written or report.existing else ""))
         return 1 if report.failed else 0

@@ -3,6 +3,7 @@ A thin wrapper over the inference engine (`mambast.inference.Stylizer`); folder 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import weakref
@@ -15,7 +16,7 @@ from PIL import Image
 
 from ..model import MambaST
 from .controls import Controls
-from .engine import ImageLike, Stylizer, draw_seed
+from .engine import ImageLike, Stylizer
 from .naming import output_name
 from .precision import DEFAULT_PRECISION
 
@@ -87,28 +88,29 @@ class StylizeReport:
 
 
 def stylize_pairs(model: MambaST, contents: list[Path], styles: list[Path], output_dir: str | Path,
-                  size: int | None = 512, seed: int | None = None, shuffle: bool = True,
+                  size: int | None = 512, seed: int | None = None, shuffle: bool | None = None,
                   progress: bool = True, on_error=None, controls: Controls | None = None,
                   **options) -> StylizeReport:
-    """Stylize every content x style pair into `output_dir`: a thin wrapper over `mambast.inference.jobs`.
+    """Stylize every content x style pair into `output_dir` (`folder.stylize_folder`, as `mambast stylize`).
 
     Outputs are `{content}_stylized_{style}.png`, in sub-folders mirroring the contents' paths below their
-    common folder (styles below theirs give `sub__stem`). Each content and style is encoded once; a bad
-    input or a failed write skips its pairs (reason recorded, `on_error(message)` called) and the rest go
-    on; inputs are never overwritten. options: the other `RunOptions` fields (batch_size, workers, ext,
-    skip_existing, precision, max_pixels, ...).
+    common folder (styles below theirs give `sub__stem`). controls (`Controls`): with style_weights or a
+    mask, each content gets one output mixing all the styles (`{content}_stylized_{s1}+{s2}@0.3-0.7.png`,
+    `...@mask-{mask stem}`). seed, shuffle: when given, they replace controls.seed / controls.shuffle (seed
+    None: one seed drawn per output and recorded). Each content and style is encoded once; a bad input or a
+    failed write skips its pairs (reason recorded, `on_error(message)` called) and the rest go on; inputs
+    are never overwritten. options: the other `RunOptions` fields (batch_size, workers, ext, skip_existing,
+    precision, max_pixels, ...). FieldError (naming the field) for a bad setting, before any work.
     """
-    from .jobs import RunOptions, run_jobs
-    from .worklist import find_conflicts, named, pair_jobs
+    from .folder import stylize_folder
+    from .jobs import RunOptions
+    from .worklist import named
 
-    controls = controls or Controls(shuffle=shuffle, seed=seed)
+    given = {k: v for k, v in (("seed", seed), ("shuffle", shuffle)) if v is not None}
+    controls = dataclasses.replace(controls or Controls(), **given)
     run = RunOptions(size=size, controls=controls, progress=progress, on_error=on_error, **options)
-    c_named, s_named = named(contents, _common_root(contents)), named(styles, _common_root(styles))
-    jobs = pair_jobs(c_named, s_named, ext=run.ext, seed=controls.seed, shuffle=controls.shuffle,
-                     draw=draw_seed)
-    out = Path(output_dir)
-    refused = find_conflicts(jobs, out, {Path(p).resolve() for p in [*contents, *styles]})
-    report = run_jobs(model, jobs, out, run, refused=refused)
+    report = stylize_folder(model, named(contents, _common_root(contents)), named(styles, _common_root(styles)),
+                            output_dir, run)
     return StylizeReport(written=report.written, failed=report.failed)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import FieldError
 from .values import check_flag, check_number, check_numbers, check_optional, check_seed
 
 COLOR_METHODS = ("luminance", "match")
@@ -32,7 +32,7 @@ class Controls:
     """How to stylize (every field has the paper's behaviour as its default).
 
     Numbers may be of any real type (numpy scalars and 0-d arrays too; bools are not numbers); they are stored
-    as Python int/float. UserError (one line naming the field) for a value out of its range.
+    as Python int/float. FieldError (one line naming the field) for a value out of its range.
 
     alpha: content/style trade-off in [0, 1]; 1 = the stylized output, 0 = the identity output model(c, c).
     style_weights: one weight per style to mix several styles into one output (a sequence or a 1-d array,
@@ -60,40 +60,41 @@ class Controls:
     seed: int | None = None
 
     def __post_init__(self):
-        """Every field checked (one-line UserError naming it) and normalised: numbers of any real type (numpy
+        """Every field checked (one-line FieldError naming it) and normalised: numbers of any real type (numpy
         scalars, 0-d arrays) become int/float, style_weights (any sequence, numpy arrays too) a tuple."""
         set_ = partial(object.__setattr__, self)
         set_("alpha", check_number(self.alpha, "alpha", 0, 1))
         if self.style_weights is not None:
             weights = check_numbers(self.style_weights, "style_weights", low=0)
             if not 0 < sum(weights) < math.inf:  # 1e308 twice overflows: the normalised weights would be NaN
-                raise UserError(f"style_weights must be non-negative numbers with a positive, finite sum, got "
-                                f"{weights}")
+                raise FieldError(f"style_weights must be non-negative numbers with a positive, finite sum, got "
+                                 f"{weights}", "style_weights")
             set_("style_weights", weights)
         if self.preserve_color is True or self.preserve_color is False:  # as the bare --preserve-color flag
             set_("preserve_color", COLOR_METHODS[0] if self.preserve_color else None)
         if self.preserve_color not in (None, *COLOR_METHODS):
-            raise UserError(f"preserve_color must be None or one of {', '.join(COLOR_METHODS)}, "
-                            f"got {self.preserve_color!r}")
+            raise FieldError(f"preserve_color must be None or one of {', '.join(COLOR_METHODS)}, "
+                             f"got {self.preserve_color!r}", "preserve_color")
         if self.mask is not None and not isinstance(self.mask, (Image.Image, np.ndarray, str, os.PathLike)):
-            raise UserError(f"mask must be an image file path, a PIL image or a numpy array, got "
-                            f"{type(self.mask).__name__}")
+            raise FieldError(f"mask must be an image file path, a PIL image or a numpy array, got "
+                             f"{type(self.mask).__name__}", "mask")
         if self.mask is not None and self.style_weights is not None:
-            raise UserError("give either style_weights (a mix) or a mask (regions), not both")
+            raise FieldError("give either style_weights (a mix) or mask (regions), not both", "style_weights", "mask")
         set_("style_size", check_optional(self.style_size, "style_size", MIN_STYLE_SIZE, whole=True, unit="px"))
         set_("shuffle", check_flag(self.shuffle, "shuffle"))
         set_("seed", check_seed(self.seed))
 
     def normalised_weights(self, n_styles: int) -> list[float]:
-        """The mixing weights for `n_styles` styles, summing to 1 (UserError on a count mismatch)."""
+        """The mixing weights for `n_styles` styles, summing to 1 (FieldError naming style_weights on a count
+        mismatch)."""
         if self.mask is not None:
             raise ValueError("a mask gives per-region weights, not global ones")
         if self.style_weights is None:
             if n_styles != 1:
-                raise UserError(f"{n_styles} styles given for one output: give style_weights (one per style) "
-                                "or a mask")
+                raise FieldError(f"{n_styles} styles given for one output: give style_weights (one per style) "
+                                 "or mask", "style_weights", "mask")
             return [1.0]
         if len(self.style_weights) != n_styles:
-            raise UserError(f"{len(self.style_weights)} style_weights for {n_styles} styles")
+            raise FieldError(f"{len(self.style_weights)} style_weights for {n_styles} styles", "style_weights")
         total = sum(self.style_weights)
         return [w / total for w in self.style_weights]

@@ -5,10 +5,14 @@
 - Batches: jobs whose contents have the same padded grid (after the size policy; the same exact size when a
   mask is used) are stylized together. Every job carries its own shuffle seed, so a batch gives the same
   images (<= 1e-5) as one job at a time (`Stylizer.render(..., seeds=)`).
-- Inputs are decoded and resized in a torch DataLoader (`workers` processes; 0: in this process). Each
-  content and each style is decoded and encoded once while it stays in a small cache (content-major pair
-  lists encode N contents + M styles, not N x M): the cache is simulated when the batches are planned, so
-  the workers decode exactly what the model will need.
+- Inputs are decoded and resized in a torch DataLoader (`workers` processes; 0: in this process) by the
+  engine's own `Preprocessor` (preprocess.py: size policy, style fit, colour match), and encoded by the
+  engine's batch primitives (`Stylizer.encode_contents`, `encode_styles`, `render`): this module plans,
+  loads, writes and shards, the engine computes. Each content and each style is decoded and encoded once
+  while it is kept (content-major pair lists encode N contents + M styles, not N x M): the planner decides
+  what each batch loads and what is dropped after it, so the workers decode exactly what the model needs.
+- An input that cannot be used travels as a `Failure` (preprocess.py) where its tensor would have been: only
+  the jobs that need it fail, each with that one line.
 - Outputs go to a background writer thread: atomic writes (`mambast.fs`: temp file + rename, never a
   truncated file under the final name), PNG or JPEG. A write that fails skips that job; the run goes on.
 - Every output carries a stamp of what made it (provenance.py: model, input files' bytes, settings, seed).
@@ -28,29 +32,33 @@ import json
 import os
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..errors import UserError
+from ..errors import FieldError, UserError
 from ..fs import WriteError, atomic_write, atomic_write_bytes, atomic_write_text, ensure_dir, remove_stale_temp_files
-from ..images import check_planned_size, image_size, load_resized, plan_size, to_pil, to_tensor
-from ..model import MambaST
-from ..model.mamba_st import pad_to_patches, padded_size
-from .colour import match_colour
+from ..images import to_pil
 from .controls import Controls
-from .engine import DEFAULT_MAX_PIXELS, EncodedContent, Stylizer
+from .engine import DEFAULT_MAX_PIXELS, EncodedContent, Stylizer, cat
+from .preprocess import Failure, Preprocessor, attempt
 from .provenance import Stamper, read_stamp
 from .sharding import Dist
-from .size import check_max_pixels, check_size, fit_style, load_style, memory_guard
+from .size import check_max_pixels, check_size, memory_guard
+from .style_cache import StyleKey
 from .values import check_number
 from .worklist import EXTENSIONS, Job, check_ext, shard
+
+if TYPE_CHECKING:
+    from ..model import MambaST
 
 MANIFEST_FIELDS = ("content", "style", "output", "seed")
 
@@ -84,20 +92,25 @@ class RunOptions:
         self.batch_size = check_number(self.batch_size, "batch_size", 1, whole=True)
         self.workers = check_number(self.workers, "workers", 0, whole=True)
         self.jpeg_quality = check_number(self.jpeg_quality, "jpeg_quality", 1, 100, whole=True)
+        if self.manifest is not None and Path(self.manifest).name != self.manifest:
+            raise FieldError(f"manifest takes a file name (written in the output folder), got {self.manifest!r}",
+                             "manifest")
         if self.manifest is not None and Path(self.manifest).suffix not in (".csv", ".jsonl"):
-            raise UserError(f"manifest must end in .csv or .jsonl, got {self.manifest!r}")
+            raise FieldError(f"manifest must end in .csv or .jsonl, got {self.manifest!r}", "manifest")
 
 
 @dataclass
 class JobReport:
     """What a run did (all ranks together, on every rank): outputs written, jobs skipped because their output
     existed with this run's stamp, outputs among `written` that replaced a file made with other settings
-    (or without a stamp) under skip_existing, and (job description, reason) failures."""
+    (or without a stamp) under skip_existing, (job description, reason) failures, and the seconds the run
+    took (this process: from checking the output folder to the merged report)."""
 
     written: list[Path] = field(default_factory=list)
     existing: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     replaced: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -105,18 +118,21 @@ class JobReport:
 
 @dataclass
 class _Batch:
-    """Jobs stylized together (one padded grid), with what the loader must decode for them: contents
-    (paths) and styles (cache keys) not in the model-side caches at that point."""
+    """Jobs stylized together (one padded grid), what the loader must decode for them (contents by path,
+    styles by key, not kept from earlier batches) and what is no longer needed once they are loaded (dropped
+    before the batch renders)."""
 
     jobs: list[Job]
     grid: tuple[int, int]
     load_contents: list[Path]
-    load_styles: list[tuple]
+    load_styles: list[StyleKey]
+    drop_contents: list[Path] = field(default_factory=list)
+    drop_styles: list[StyleKey] = field(default_factory=list)
 
 
 class _LRU:
-    """A least-recently-used set of keys; `touch` says whether a key was there. The planner and the runner
-    replay the same sequence of touches, so both know the same cache contents without talking."""
+    """A least-recently-used set of keys (the planner's model of what the runner keeps): `touch` says whether
+    a key was there and which keys it pushed out."""
 
     def __init__(self, capacity: int):
         self.capacity, self.keys = capacity, OrderedDict()
@@ -132,50 +148,57 @@ class _LRU:
             evicted.append(self.keys.popitem(last=False)[0])
         return False, evicted
 
+    def schedule(self, keys: Sequence[Hashable]) -> tuple[list, list]:
+        """Touch `keys` in order -> (keys to load: not kept, in first-use order; keys to drop: pushed out and
+        not among `keys`)."""
+        load, drop = [], []
+        for key in keys:
+            hit, evicted = self.touch(key)
+            if not hit:
+                load.append(key)
+            drop += evicted
+        wanted = set(keys)
+        return list(dict.fromkeys(load)), [k for k in dict.fromkeys(drop) if k not in wanted]
 
-def _style_keys(job: Job, grid: tuple[int, int], controls: Controls) -> list[tuple]:
-    """One cache key per style of the job: (path, grid, style_size); colour-matched styles depend on the
-    content, so their key is unique to the job (never shared)."""
-    if controls.preserve_color == "match":
-        return [("match", job.index, i, s, grid) for i, s in enumerate(job.styles)]
-    return [(s, grid, controls.style_size) for s in job.styles]
+
+def style_keys(job: Job, grid: tuple[int, int], controls: Controls) -> list[StyleKey]:
+    """One key per style of the job: (path, grid, style_size); a colour-matched style depends on the job's
+    content, so its key names the job (never shared)."""
+    matched = job.index if controls.preserve_color == "match" else None
+    return [StyleKey(s, tuple(grid), controls.style_size, matched_to=matched) for s in job.styles]
 
 
-def _plan(jobs: Sequence[Job], engine: Stylizer, options: RunOptions, caches: tuple[int, int],
+def _plan(jobs: Sequence[Job], pre: Preprocessor, options: RunOptions, caches: tuple[int, int],
           fail: Callable[[Job, str], None]) -> list[_Batch]:
     """Group jobs into batches of one padded grid (exact size with a mask), in order of first appearance,
-    and mark what each batch must load. Sizes come from image headers (no decoding); a content that cannot
-    be used (unreadable, over the pixel limit, under one patch) fails its jobs here."""
+    and mark what each batch must load and may drop. Sizes come from image headers (`Preprocessor.plan`, no
+    decoding); a content that cannot be used (unreadable, over the pixel limit, under one patch) fails its
+    jobs here."""
     exact = options.controls.mask is not None
     open_batches: dict[tuple, list[Job]] = {}
     keyed: list[tuple[tuple[int, int], list[Job]]] = []
-    sizes: dict[Path, tuple] = {}
+    plans: dict[Path, object] = {}
     for job in jobs:
-        if job.content not in sizes:
-            try:
-                w, h = plan_size(*image_size(job.content), options.size)
-                check_planned_size(job.content, w, h, options.max_pixels, patch=engine.patch)
-                sizes[job.content] = ((h, w), padded_size(h, w, engine.patch, str(job.content)))
-            except UserError as e:
-                sizes[job.content] = str(e)
-        size = sizes[job.content]
-        if isinstance(size, str):
-            fail(job, size)
+        if job.content not in plans:
+            plans[job.content] = attempt(pre.plan, job.content)
+        plan = plans[job.content]
+        if isinstance(plan, Failure):
+            fail(job, str(plan))
             continue
-        key = size[0] if exact else size[1]
+        key = plan.size if exact else plan.grid
         group = open_batches.setdefault(key, [])
         group.append(job)
-        grid_pixels = size[1][0] * size[1][1]
+        grid_pixels = plan.grid[0] * plan.grid[1]
         if len(group) == options.batch_size or (options.max_pixels and (len(group) + 1) * grid_pixels >
                                                 options.max_pixels):  # a batch holds at most the pixel limit
-            keyed.append((size[1], open_batches.pop(key)))
-    keyed += [(sizes[g[0].content][1], g) for g in open_batches.values()]
+            keyed.append((plan.grid, open_batches.pop(key)))
+    keyed += [(plans[g[0].content].grid, g) for g in open_batches.values()]
     content_lru, style_lru = _LRU(caches[0]), _LRU(caches[1])
     batches = []
     for grid, group in keyed:
-        contents = [j.content for j in group if not content_lru.touch(j.content)[0]]
-        styles = [k for j in group for k in _style_keys(j, grid, options.controls) if not style_lru.touch(k)[0]]
-        batches.append(_Batch(group, grid, list(dict.fromkeys(contents)), list(dict.fromkeys(styles))))
+        contents = content_lru.schedule([j.content for j in group])
+        styles = style_lru.schedule([k for j in group for k in style_keys(j, grid, options.controls)])
+        batches.append(_Batch(group, grid, contents[0], styles[0], contents[1], styles[1]))
     return batches
 
 
@@ -183,54 +206,36 @@ def _plan(jobs: Sequence[Job], engine: Stylizer, options: RunOptions, caches: tu
 
 
 class _Loads(Dataset):
-    """Decodes what batch i needs, in a DataLoader worker: {"contents": {path: (3, h, w) | error},
-    "styles": {key: (3, H, W) | error}} (errors as one-line strings: a bad file fails only its jobs)."""
+    """Decodes what batch i needs, in a DataLoader worker, with the engine's preprocessor:
+    {"contents": {path: (3, h, w) | Failure}, "styles": {key: (3, H, W) | Failure}} (a bad file fails only
+    its jobs)."""
 
-    def __init__(self, batches: list[_Batch], size: int | None, max_pixels: int | None, patch: int,
-                 controls: Controls):
-        self.batches, self.size, self.max_pixels, self.patch = batches, size, max_pixels, patch
-        self.controls = controls
+    def __init__(self, batches: list[_Batch], pre: Preprocessor, controls: Controls):
+        self.batches, self.pre, self.controls = batches, pre, controls
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def _content(self, path: Path) -> Tensor:
-        return to_tensor(load_resized(path, self.size, self.max_pixels, patch=self.patch))
-
     def __getitem__(self, i: int) -> dict:
         batch = self.batches[i]
-        contents = {p: _attempt(self._content, p) for p in batch.load_contents}
-        styles = {}
-        for key in batch.load_styles:
-            if key[0] == "match":  # ("match", job index, slot, path, grid): recoloured to its content
-                job = next(j for j in batch.jobs if j.index == key[1])
-                content = contents.get(job.content)
-                if content is None:
-                    content = _attempt(self._content, job.content)
-                styles[key] = content if isinstance(content, str) else _attempt(self._style, key[3], key[4],
-                                                                                 content)
-            else:
-                styles[key] = _attempt(self._style, key[0], key[1])
-        return {"contents": contents, "styles": styles}
+        contents = {p: attempt(self.pre.content, p) for p in batch.load_contents}
+        return {"contents": contents, "styles": {k: self._style(k, batch, contents) for k in batch.load_styles}}
 
-    def _style(self, path: Path, grid: tuple[int, int], content: Tensor | None = None) -> Tensor:
-        """As `Stylizer.prepare_style`: the style brought to the padded grid (H, W) -> (3, H, W)."""
-        style_size = self.controls.style_size
-        x = to_tensor(fit_style(load_style(path, style_size, self.max_pixels), grid[1], grid[0], style_size,
-                                self.max_pixels, str(path)))
-        return x if content is None else match_colour(x, content)
+    def _style(self, key: StyleKey, batch: _Batch, contents: dict) -> Tensor | Failure:
+        """The style of `key` on its grid, colour-matched to its job's content when the key names a job."""
+        content = None
+        if key.matched_to is not None:
+            job = next(j for j in batch.jobs if j.index == key.matched_to)
+            content = contents.get(job.content)
+            if content is None:  # kept from an earlier batch: decoded again for its colours
+                content = attempt(self.pre.content, job.content)
+            if isinstance(content, Failure):
+                return content
+        return attempt(self.pre.style, key.source, key.grid, self.controls, content)
 
 
 def _identity(x):
     return x
-
-
-def _attempt(fn, *args):
-    try:
-        with memory_guard(str(args[0])):  # a failed allocation is one line, skipping what needed it
-            return fn(*args)
-    except UserError as e:
-        return str(e)
 
 
 # -------------------------------------------------------------------------------------------- writing
@@ -275,15 +280,14 @@ class _Writer:
 
 
 class _Runner:
-    """One process's share: plans, loads, stylizes and writes its jobs."""
+    """One process's share: plans, loads and writes its jobs; the engine encodes and renders them."""
 
     def __init__(self, model: MambaST, output_dir: Path, options: RunOptions, fail: Callable[[Job, str], None],
                  stamper: Stamper):
         self.options, self.output_dir, self.fail, self.stamper = options, output_dir, fail, stamper
-        self.engine = Stylizer(model, size=options.size, max_pixels=options.max_pixels,
-                               precision=options.precision)
-        self.contents: dict[Path, EncodedContent | str] = {}
-        self.styles: dict[tuple, Tensor | str] = {}
+        self.engine = Stylizer(model, size=options.size, max_pixels=options.max_pixels, style_cache=None,
+                               precision=options.precision)  # its style cache: kept and dropped as planned
+        self.contents: dict[Path, EncodedContent | Failure] = {}
 
     def _capacities(self, jobs: Sequence[Job]) -> tuple[int, int]:
         """Cache sizes: contents B + 1 (a content-major list reuses one content over consecutive batches);
@@ -294,13 +298,10 @@ class _Runner:
         return b + 1, min(max(16, distinct), 128) + b * per_job
 
     def run(self, jobs: Sequence[Job], bar) -> list[Job]:
-        self.capacities = self._capacities(jobs)
-        self.content_lru, self.style_lru = _LRU(self.capacities[0]), _LRU(self.capacities[1])
-        batches = _plan(jobs, self.engine, self.options, self.capacities, self._fail_and_count(bar))
-        o = self.options
-        loads = _Loads(batches, o.size, o.max_pixels, self.engine.patch, o.controls)
-        loader = DataLoader(loads, batch_size=None, shuffle=False, num_workers=o.workers,
-                            collate_fn=_identity, prefetch_factor=2 if o.workers else None,
+        o, pre = self.options, self.engine.preprocessor
+        batches = _plan(jobs, pre, o, self._capacities(jobs), self._fail_and_count(bar))
+        loader = DataLoader(_Loads(batches, pre, o.controls), batch_size=None, shuffle=False,
+                            num_workers=o.workers, collate_fn=_identity, prefetch_factor=2 if o.workers else None,
                             persistent_workers=False)
         writer = _Writer(self.output_dir, o.ext, o.jpeg_quality, self.fail, depth=2 * o.batch_size + 2,
                          stamper=self.stamper)
@@ -327,20 +328,23 @@ class _Runner:
         engine, controls = self.engine, self.options.controls
         self._encode_contents(loaded.pop("contents"))
         self._encode_styles(loaded.pop("styles"))
+        for path in batch.drop_contents:
+            self.contents.pop(path, None)
+        engine.styles.drop(batch.drop_styles)
         ready, tokens = [], []
-        for job in batch.jobs:  # replay the planner's cache touches in its order
-            content = self._touch(self.content_lru, self.contents, job.content)
-            styles = [self._touch(self.style_lru, self.styles, k) for k in _style_keys(job, batch.grid, controls)]
-            error = next((x for x in (content, *styles) if isinstance(x, str)), None)
-            if error is not None:
-                self.fail(job, error)
+        for job in batch.jobs:
+            content = self.contents[job.content]
+            styles = [engine.styles.get(k) for k in style_keys(job, batch.grid, controls)]
+            failure = next((x for x in (content, *styles) if isinstance(x, Failure)), None)
+            if failure is not None:
+                self.fail(job, str(failure))
             else:
                 ready.append((job, content))
                 tokens.append(styles)
         if not ready:
             return
-        encoded = _stack([c for _, c in ready])
-        slots = [_cat([t[i] for t in tokens]) for i in range(len(tokens[0]))]  # (B, H/p, W/p, C) each
+        encoded = EncodedContent.cat([c for _, c in ready])
+        slots = [cat([t[i] for t in tokens]) for i in range(len(tokens[0]))]  # (B, H/p, W/p, C) each
         seeds = [job.seed for job, _ in ready] if controls.shuffle else None
         consume = len(ready) > 1 or self.last_use[ready[0][0].content] == index
         if len(ready) == 1 and consume:
@@ -348,8 +352,7 @@ class _Runner:
         try:
             with memory_guard(f"{len(ready)} pair(s) at {batch.grid[1]} x {batch.grid[0]} px",
                               "ask for a smaller size or batch size"):
-                out = engine._render(encoded, slots, controls, seeds, None,  # = render, consuming the tokens
-                                     consume=consume).float().cpu()  # (B, 3, h|H, w|W)
+                out = engine.render(encoded, slots, controls, seeds, consume=consume).float().cpu()  # (B, 3, h|H, w|W)
         except UserError as e:  # e.g. a mask that does not fit the number of styles, or memory
             for job, _ in ready:
                 self.fail(job, str(e))
@@ -358,64 +361,33 @@ class _Runner:
             h, w = content.image.shape[-2:]
             writer.put(job, image[:, :h, :w])
 
-    def _touch(self, lru: _LRU, values: dict, key):
-        _, evicted = lru.touch(key)
-        value = values[key]
-        for k in evicted:
-            values.pop(k, None)
-        return value
-
-    def _encode_contents(self, loaded: dict) -> None:
-        """Encode the batch's newly loaded contents (one padded grid, any exact sizes) in one model call:
-        each padded by the engine's own rule, as `Stylizer.encode_content` does."""
-        engine = self.engine
-        good = [(p, x.to(engine.device, engine.dtype)[None]) for p, x in loaded.items() if not isinstance(x, str)]
-        self.contents.update({p: x for p, x in loaded.items() if isinstance(x, str)})
+    def _encode_contents(self, loaded: dict[Path, Tensor | Failure]) -> None:
+        """Encode the batch's newly loaded contents (one padded grid, any exact sizes) in one model call
+        (`Stylizer.encode_contents`); a failed allocation fails these contents' jobs with one line."""
+        good = {p: x for p, x in loaded.items() if not isinstance(x, Failure)}
+        self.contents.update({p: x for p, x in loaded.items() if isinstance(x, Failure)})
         if good:
-            try:
-                with memory_guard(f"{good[0][0]}" + (f" and {len(good) - 1} more" if len(good) > 1 else "")):
-                    padded = _cat([pad_to_patches(x, engine.patch) for _, x in good])  # (n, 3, H, W)
-                    with engine.autocast():
-                        tokens = engine.model.encode_content(padded)
-            except UserError as e:  # not enough memory: these contents' jobs fail with this line
-                self.contents.update({p: str(e) for p, _ in good})
-                return
-            for i, (path, x) in enumerate(good):
-                self.contents[path] = EncodedContent(x, padded[i:i + 1], tokens[i:i + 1])
+            paths = list(good)
+            what = f"{paths[0]}" + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+            encoded = attempt(self.engine.encode_contents, list(good.values()), what=what)
+            if isinstance(encoded, Failure):
+                encoded = [encoded] * len(paths)
+            self.contents.update(zip(paths, encoded, strict=True))
 
-    def _encode_styles(self, loaded: dict) -> None:
-        """Encode the batch's newly loaded styles (one grid) in one model call."""
-        good = [(k, x) for k, x in loaded.items() if not isinstance(x, str)]
-        self.styles.update({k: x for k, x in loaded.items() if isinstance(x, str)})
+    def _encode_styles(self, loaded: dict[StyleKey, Tensor | Failure]) -> None:
+        """Encode the batch's newly loaded styles (one grid) in one model call (`Stylizer.encode_styles`)
+        into the engine's style cache; a failed allocation fails these styles' jobs with one line."""
+        for key, value in loaded.items():
+            if isinstance(value, Failure):
+                self.engine.styles.put(key, value)
+        good = {k: x for k, x in loaded.items() if not isinstance(x, Failure)}
         if good:
-            engine = self.engine
-            try:
-                with memory_guard(f"{len(good)} style(s) at {good[0][1].shape[-1]} x {good[0][1].shape[-2]} px"), \
-                        engine.autocast():
-                    x = _cat([x[None] for _, x in good]).to(engine.device, engine.dtype)
-                    tokens = engine.model.encode_style(x)
-            except UserError as e:  # not enough memory: these styles' jobs fail with this line
-                self.styles.update({k: str(e) for k, _ in good})
-                return
-            self.styles.update({k: tokens[i:i + 1] for i, (k, _) in enumerate(good)})
-
-
-def _cat(tensors: list[Tensor]) -> Tensor:
-    """torch.cat along dim 0, without a copy for one tensor (a 12-MP token map is 384 MB)."""
-    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
-
-
-def _stack(contents: list[EncodedContent]) -> EncodedContent:
-    """One batch from single encoded contents of one padded grid (a batch of one is that content itself, not
-    a copy). Contents of different sizes are carried padded (the render then covers the padded grid, cropped
-    per job afterwards: the same pixels, since the decoder sees the padded grid either way)."""
-    if len(contents) == 1:
-        return contents[0]
-    padded = torch.cat([c.padded for c in contents])
-    tokens = torch.cat([c.tokens for c in contents])
-    sizes = {tuple(c.image.shape[-2:]) for c in contents}
-    image = torch.cat([c.image for c in contents]) if len(sizes) == 1 else padded
-    return EncodedContent(image, padded, tokens)
+            first = next(iter(good.values()))
+            what = f"{len(good)} style(s) at {first.shape[-1]} x {first.shape[-2]} px"
+            encoded = attempt(self.engine.encode_styles, list(good.values()), what=what)
+            for key, tokens in zip(good, [encoded] * len(good) if isinstance(encoded, Failure) else encoded,
+                                   strict=True):
+                self.engine.styles.put(key, tokens)
 
 
 # ------------------------------------------------------------------------------------------- entry point
@@ -442,6 +414,7 @@ def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, option
     that must not run (see `worklist.find_conflicts`), reported once. Returns the report of all processes
     (complete on every rank). Raises WriteError if the output folder cannot be written at all.
     """
+    start = time.perf_counter()
     options = options or RunOptions()
     dist = dist or Dist()
     out = Path(output_dir)
@@ -488,6 +461,7 @@ def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, option
     if options.manifest and dist.rank == 0:
         _merge_manifests(out, options.manifest, dist.world_size)
     dist.barrier()
+    report.seconds = time.perf_counter() - start
     return report
 
 

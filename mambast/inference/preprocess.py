@@ -154,7 +154,8 @@ class Preprocessor:
         return match_colour(x, content.float().cpu())
 
     # ----- masks ------------------------------------------------------------------------------------------
-    def mask(self, mask: ImageLike, n_styles: int) -> Image.Image:
+    @staticmethod
+    def check_mask(mask: ImageLike, n_styles: int) -> Image.Image:
         """A mask read once and checked against the number of styles (at least two; with more than two, one
         colour per style): FieldError naming `mask` otherwise (an unreadable file: ImageError naming it)."""
         where = f"mask {mask}" if is_path(mask) else "mask"

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import FieldError, UserError
 from ..images import (
     DEFAULT_MAX_PIXELS,
     ImageError,
@@ -50,8 +50,8 @@ def check_size(size: int | None, patch: int = 8, name: str = "size") -> int | No
         return None
     value = as_whole(size)
     if value is None or (0 < value < patch) or value < 0:
-        raise UserError(f"{name} must be 0 (keep the content's size) or a whole number of px >= {patch}, "
-                        f"got {shown(size)}")
+        raise FieldError(f"{name} must be 0 (no resizing) or a whole number of px >= {patch}, "
+                         f"got {shown(size)}", name)
     return value
 
 
@@ -64,9 +64,12 @@ def check_max_pixels(max_pixels: int | None, name: str = "max_pixels") -> int | 
 def check_style_size(style_size: int | None, max_pixels: int | None, name: str = "style_size") -> None:
     """Refuse a style size no style can have within the pixel limit, before any image is read: the style's
     short side alone is `style_size` px, so it has at least style_size x style_size pixels (one-line
-    ImageError naming `name`)."""
+    FieldError naming `name`)."""
     if style_size:
-        check_planned_size(f"{name} {style_size} px", style_size, style_size, max_pixels=max_pixels)
+        try:
+            check_planned_size(f"{name} {style_size} px", style_size, style_size, max_pixels=max_pixels)
+        except ImageError as e:
+            raise FieldError(str(e), name) from None
 
 
 def load_style(style: Image.Image | np.ndarray | str | os.PathLike, style_size: int | None,

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import FieldError
 from ..images import relative_names
 from .naming import SEPARATOR
 
@@ -73,7 +73,7 @@ def check_ext(ext: str) -> str:
     if ext == "jpeg":
         ext = "jpg"
     if ext not in EXTENSIONS:
-        raise UserError(f"ext must be one of {', '.join(EXTENSIONS)}, got {ext!r}")
+        raise FieldError(f"ext must be one of {', '.join(EXTENSIONS)}, got {ext!r}", "ext")
     return ext
 
 
@@ -115,14 +115,16 @@ def dataset_jobs(contents: Sequence[Named], styles: Sequence[Named], per_content
     """
     ext = check_ext(ext)
     if per_content < 1:
-        raise UserError(f"styles_per_content must be >= 1, got {per_content}")
+        raise FieldError(f"styles_per_content must be >= 1, got {per_content}", "styles_per_content")
     if per_content > len(styles):
-        raise UserError(f"styles_per_content is {per_content} but the style folder holds {len(styles)} images")
+        raise FieldError(f"styles_per_content is {per_content} but the style folder holds {len(styles)} images",
+                         "styles_per_content")
     name = name or ("content" if per_content == 1 else "content-style")
     if name not in NAMINGS:
-        raise UserError(f"name must be one of {', '.join(NAMINGS)}, got {name!r}")
+        raise FieldError(f"name must be one of {', '.join(NAMINGS)}, got {name!r}", "name")
     if name == "content" and per_content > 1:
-        raise UserError("name 'content' keeps one output per content: it needs styles_per_content 1")
+        raise FieldError("name 'content' keeps one output per content: it needs styles_per_content 1", "name",
+                         "styles_per_content")
     jobs = []
     for c in contents:
         rel = c.name.as_posix()
