@@ -302,8 +302,8 @@ def test_server_survives_a_huge_request_under_a_memory_cap_and_sigterm_cleans_up
         assert not stale.exists() and other_host.exists() and alive.exists()
         client = Client(url, verbose=False, download_files=str(tmp_path / "client"), analytics_enabled=False)
         _, _, status = _request(client, style_size=60000)
-        assert status == ("Error: style image at style_size 60000: not enough memory (MemoryError); ask for a "
-                          "smaller size")
+        assert status == ("Error: renoir_gondola.jpg at style_size 60000: not enough memory (MemoryError); ask "
+                          "for a smaller size")  # the upload named by its file name (engine of 3a041c0)
         result, _, status = _request(client)
         assert status.startswith("Done in ") and status.endswith("64 x 64 px, seed 3.")
         assert Image.open(result).size == (64, 64)
