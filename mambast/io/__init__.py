@@ -9,7 +9,7 @@ import torch
 from ..errors import UserError
 from .native import load_native, read_native, save_native
 from .official import is_official_dir, load_official, save_official
-from .run import is_run_dir, load_run_model
+from .run import is_legacy_distill_run, is_run_dir, load_legacy_distill, load_run_model
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "default.safetensors"
 
@@ -23,8 +23,8 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu",
 
     None -> the default model bundled in the package; a directory with mamba_iter_N.pth,
     decoder_iter_N.pth, embedding_iter_N.pth -> the published layout (highest N); a training run
-    directory -> its latest checkpoint; a .safetensors file -> a native checkpoint; one of the three
-    published files -> its directory.
+    directory -> its latest checkpoint (a distillation run folder of the earlier layout, ckpt_N.pt, too); a
+    .safetensors file -> a native checkpoint; one of the three published files -> its directory.
     """
     if path is None:
         if not DEFAULT_WEIGHTS.exists():
@@ -51,5 +51,7 @@ def _load_dir(path: Path, device):
         return load_official(path, device=device)
     if is_run_dir(path):
         return load_run_model(path, device=device)
+    if is_legacy_distill_run(path):  # a distillation run of the earlier layout (ckpt_*.pt)
+        return load_legacy_distill(path, device=device)
     raise UserError(f"{path}: neither a published-weights folder (mamba_iter_N.pth, decoder_iter_N.pth, "
                     "embedding_iter_N.pth) nor a training run folder")

@@ -2,7 +2,10 @@
 mambast/train/checkpoint.py): the run marker, the stored config, the checkpoints, the latest model.
 
 This lives in `io` so that loading a run folder (`mambast.load(RUN_DIR)`, eval, export) does not import the
-training package; `mambast.train.checkpoint` writes these files and re-exports the readers.
+training package; `mambast.train.checkpoint` writes these files and re-exports the readers. A distillation
+run folder of the earlier layout (RUN/ckpt_NNNNNNN.pt beside its own config.json, written before the
+distillation ran in the training loop) is read too (`is_legacy_distill_run`, `load_legacy_distill`), never
+resumed.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from ..config import MambaSTConfig
 from ..errors import UserError
 from .state_dict import first_line, load_state_dict_strict, torch_load_tensors
 
-__all__ = ["CHECKPOINT_FORMAT", "RUN_FORMAT", "is_run_dir", "latest_checkpoint", "list_checkpoints",
-           "load_checkpoint", "load_run_model", "read_run_config", "require_latest"]
+__all__ = ["CHECKPOINT_FORMAT", "RUN_FORMAT", "is_legacy_distill_run", "is_run_dir", "latest_checkpoint",
+           "list_checkpoints", "load_checkpoint", "load_legacy_distill", "load_run_model", "read_run_config",
+           "require_latest"]
 
 RUN_FORMAT = "mambast-run"
 CHECKPOINT_FORMAT = "mambast-train-checkpoint"
@@ -95,6 +99,29 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu"):
     except (KeyError, TypeError) as e:
         raise UserError(f"{path}: training checkpoint without a model config ({first_line(e)})") from None
     with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
+        model = MambaST(config)
+    load_state_dict_strict(model, weights, str(path), assign=True)
+    return model.to(device).eval()
+
+
+def is_legacy_distill_run(path: str | Path) -> bool:
+    """A distillation run folder of the earlier layout: ckpt_*.pt files and no run marker."""
+    path = Path(path)
+    return path.is_dir() and not is_run_dir(path) and any(path.glob("ckpt_*.pt"))
+
+
+def load_legacy_distill(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """The MambaST of the newest ckpt_*.pt of an earlier-layout distillation folder, in eval mode on `device`."""
+    from ..model import MambaST
+
+    path = sorted(Path(run_dir).glob("ckpt_*.pt"))[-1]
+    state = torch_load_tensors(path, "distillation checkpoint")
+    try:
+        config = MambaSTConfig.from_dict(dict(state["config"]["model"]))
+        weights = state["model"]
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path}: distillation checkpoint without a model config ({first_line(e)})") from None
+    with torch.device("meta"):
         model = MambaST(config)
     load_state_dict_strict(model, weights, str(path), assign=True)
     return model.to(device).eval()

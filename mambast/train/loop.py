@@ -254,13 +254,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
 
 
 def _load_init(path: str) -> MambaST:
-    """The model of an init_from path: a published folder, .safetensors file, run folder (a distillation run
-    of the earlier layout included), or "default" (the bundled model, when no such path exists)."""
+    """The model of an init_from path (`mambast.io.load`): a published folder, .safetensors file, run folder (a
+    distillation run of the earlier layout included), or "default" (the bundled model, when no such path
+    exists)."""
     from ..io import load
-    from .distill import is_legacy_run, load_student
 
-    if is_legacy_run(path):
-        return load_student(path)
     return load(None if path == "default" and not Path(path).exists() else path, device="cpu")
 
 

@@ -5,8 +5,8 @@ optimiser and schedule, per-step seeding, autocast, the finite-loss and gradient
 resume, the metrics log and sample grids, torchrun):
 
     PaperObjective    the paper's four terms on (content, style) crops of two image folders (losses.py, data.py)
-    DistillObjective  a student against a teacher's cached outputs (mambast.train.distill), chosen by a
-                      TrainConfig whose `distill` field is set
+    DistillObjective  a student against a teacher's outputs (mambast.train.distill_objective; the recipe:
+                      mambast.train.distill), chosen by a TrainConfig whose `distill` field is set
 
     objective = make_objective(cfg, ctx, run_dir)    # checks its data before the loss network is loaded
     batches = objective.batches(start_step, vgg)     # endless iterator of step start_step, start_step + 1, ...
@@ -86,7 +86,7 @@ class PaperObjective:
 def make_objective(cfg: TrainConfig, ctx: DistContext, run_dir: Path) -> Objective:
     """The objective `cfg` names: the distillation when cfg.distill is set, else the paper's."""
     if cfg.distill is not None:
-        from .distill import DistillObjective
+        from .distill_objective import DistillObjective
 
         return DistillObjective(cfg, ctx)
     return PaperObjective(cfg, ctx, run_dir)
