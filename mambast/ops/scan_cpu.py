@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .shapes import check_scan_shapes
+
 _SOURCE = Path(__file__).parent / "csrc" / "selective_scan_cpu.c"
 _FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi")
 _P = ctypes.POINTER(ctypes.c_float)
@@ -252,18 +254,9 @@ class _NativeScan(torch.autograd.Function):
 def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
     if u.device.type != "cpu":
         raise ValueError(f"mambast: the native CPU selective scan needs CPU tensors, got {u.device}")
-    if u.dim() != 3 or delta.shape != u.shape:
-        raise ValueError(f"mambast: u and delta must be (B, D, L) of one shape, got {tuple(u.shape)} "
-                         f"and {tuple(delta.shape)}")
-    if A.dim() != 2 or A.shape[0] != u.shape[1]:
-        raise ValueError(f"mambast: A must be (D, N) with D = {u.shape[1]}, got {tuple(A.shape)}")
+    check_scan_shapes(u, delta, A, B, C)
     if A.is_complex():
         raise ValueError("mambast: the native CPU selective scan supports real A only")
-    for name, M in (("B", B), ("C", C)):
-        ok = M.dim() in (3, 4) and M.shape[0] == u.shape[0] and M.shape[-2:] == (A.shape[1], u.shape[2])
-        if not ok or u.shape[1] % (1 if M.dim() == 3 else M.shape[1]):
-            raise ValueError(f"mambast: {name} must be (B, G, N, L) or (B, N, L) with G dividing D, "
-                             f"got {tuple(M.shape)} for u {tuple(u.shape)} and N = {A.shape[1]}")
 
 
 def _grouped_transposed(M: Tensor) -> Tensor:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .shapes import check_scan_shapes
+
 
 def expand_groups(M: Tensor, channels: int) -> Tensor:
     """(B, G, N, L) or (B, N, L) -> (B, D, N, L): channel d reads group d // (D / G)."""
@@ -47,6 +49,7 @@ def selective_scan_ref(
     Computes in float32 (or `compute_dtype`, e.g. float64 for tests, default: float64 if u is
     float64 else float32) and returns out (B, D, L) in u's dtype, plus h_{L-1} (B, D, N) if asked.
     """
+    check_scan_shapes(u, delta, A, B, C)
     dtype_in = u.dtype
     cdt = compute_dtype or (torch.float64 if u.dtype == torch.float64 else torch.float32)
     u, delta, A = u.to(cdt), delta.to(cdt), A.to(cdt)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .shapes import check_scan_shapes
+
 CHUNK = 32
 
 
@@ -138,11 +140,9 @@ def selective_scan_torch(
     u, delta, z: (B, D, L); A: (D, N) real; B, C: (B, G, N, L) or (B, N, L); D, delta_bias: (D,).
     Returns out (B, D, L) in u's dtype, and h_{L-1} (B, D, N) (no gradient) when `return_last_state`.
     """
+    check_scan_shapes(u, delta, A, B, C)
     if A.is_complex():
         raise ValueError("mambast: the pure-torch selective scan supports real A only")
-    groups = 1 if B.dim() == 3 else B.shape[1]
-    if u.shape[1] % groups:
-        raise ValueError(f"mambast: channels ({u.shape[1]}) must be a multiple of the B/C groups ({groups})")
     y, last = _TorchScan.apply(u, delta, A, B, C, D, delta_bias, bool(delta_softplus), int(chunk))
     if z is not None:
         y = y * F.silu(z.to(y.dtype))

@@ -27,6 +27,8 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from .shapes import check_scan_shapes
+
 
 @dataclass
 class TritonScanConfig:
@@ -259,18 +261,13 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _check_inputs(u: Tensor, A: Tensor, B: Tensor) -> None:
+def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
     if u.device.type != "cuda" and not _interpreting():
         raise RuntimeError(
             f"backend='triton' needs CUDA tensors (got {u.device.type}); set TRITON_INTERPRET=1 before the "
             "first call to run the kernels in Triton's (slow) CPU interpreter"
         )
-    if u.dim() != 3 or A.dim() != 2 or u.shape[1] != A.shape[0]:
-        raise ValueError(f"selective scan: u must be (B, D, L) and A (D, N), got {tuple(u.shape)} and "
-                         f"{tuple(A.shape)}")
-    if B.dim() == 4 and u.shape[1] % B.shape[1]:
-        raise ValueError(f"selective scan: channels ({u.shape[1]}) must be a multiple of the B/C groups "
-                         f"({B.shape[1]})")
+    check_scan_shapes(u, delta, A, B, C)
     if A.is_complex():
         raise ValueError("backend='triton' supports real A only (as Mamba-ST uses)")
 
@@ -378,7 +375,7 @@ def selective_scan_triton(
     Returns out (B, D, L) in u's dtype, and h at t = L-1 (B, D, N) in u's dtype when `return_last_state`
     (no gradient flows through it). Any input may be non-contiguous.
     """
-    _check_inputs(u, A, B)
+    _check_inputs(u, delta, A, B, C)
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     save_states = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     out, last_state = SelectiveScanTriton.apply(*inputs, delta_softplus, save_states)
