@@ -183,7 +183,7 @@ def _live_tensor_bytes(floor: int) -> int:
     with warnings.catch_warnings():  # isinstance on a deprecated torch alias (torch.distributed.reduce_op) warns
         warnings.simplefilter("ignore", FutureWarning)
         modules = [m for m in objects  # a weak proxy whose model is gone raises on isinstance: left out
-                   if not isinstance(m, weakref.ProxyTypes) and isinstance(m, torch.nn.Module)]
+                   if type(m) not in weakref.ProxyTypes and isinstance(m, torch.nn.Module)]
     weights = {t.untyped_storage().data_ptr() for m in modules
                for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))}
     storages = {}

@@ -13,17 +13,20 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
 from ..errors import FieldError
-from ..model import MambaST
 from .engine import draw_seed
 from .jobs import JobReport, RunOptions, check_output_dir, run_jobs
 from .preprocess import Preprocessor, is_path
 from .sharding import Dist
 from .worklist import Job, Named, dataset_jobs, find_conflicts, pair_jobs
+
+if TYPE_CHECKING:
+    from ..model import MambaST
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from ..fs import WriteError, atomic_write, atomic_write_bytes, atomic_write_text
 from ..images import to_pil
 from .controls import Controls
 from .engine import DEFAULT_MAX_PIXELS, EncodedContent, Stylizer, cat
-from .preprocess import Failure, Preprocessor, attempt
+from .preprocess import ContentPlan, Failure, Preprocessor, attempt
 from .provenance import Stamper, read_stamp
 from .sharding import Dist
 from .size import check_max_pixels, check_size, memory_guard
@@ -177,7 +177,7 @@ def _plan(jobs: Sequence[Job], pre: Preprocessor, options: RunOptions, caches: t
     exact = options.controls.mask is not None
     open_batches: dict[tuple, list[Job]] = {}
     keyed: list[tuple[tuple[int, int], list[Job]]] = []
-    plans: dict[Path, object] = {}
+    plans: dict[Path, ContentPlan | Failure] = {}
     for job in jobs:
         if job.content not in plans:
             plans[job.content] = attempt(pre.plan, job.content)

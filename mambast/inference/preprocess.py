@@ -143,7 +143,8 @@ class Preprocessor:
         """The style on the padded grid (H, W) -> (3, H, W) float32 in [0, 1]: stretched to it (the paper's
         policy) or, with controls.style_size, resized by its short side and mirror-tiled; recoloured to
         `content` (3, h, w) when controls.preserve_color is "match" (ValueError without it). The planned
-        style is checked against the pixel limit before it is decoded or resized (one-line ImageError)."""
+        style is checked against the pixel limit before it is decoded or resized (one-line ImageError naming
+        the file, or "style image")."""
         name = str(style) if is_path(style) else "style image"
         img = load_style(style, controls.style_size, self.max_pixels, name)
         x = to_tensor(fit_style(img, grid[1], grid[0], controls.style_size, self.max_pixels, name))
