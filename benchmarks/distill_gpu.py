@@ -180,10 +180,10 @@ def amp(args: argparse.Namespace, device: torch.device) -> bool:
 
 
 def distill_config(args: argparse.Namespace, device: torch.device, vgg_file: Path | None):
-    from mambast.io import read_native
+    from mambast.io import load
     from mambast.train.distill import DistillConfig
 
-    model = read_native(args.init_from)[0].to_dict()
+    model = load(args.init_from).config.to_dict()  # a weights file or a run folder
     return DistillConfig(model=model, vgg=str(vgg_file or ""), init_from=str(args.init_from), crop=args.crop,
                          batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, lr_decay_to=args.lr_decay_to,
                          max_iter=args.max_steps, weights=weights(args), amp_bf16=amp(args, device), seed=args.seed,
@@ -262,8 +262,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vgg", type=Path, required=True,
                    help="the loss VGG-16 (mambast weights convert-hed --normalise ...: vgg16_hed_norm.pth)")
     p.add_argument("--dev", type=Path, default=DEV, help="development images: content/ and style/ (never eval)")
-    p.add_argument("--init-from", type=Path, default=DEFAULT_WEIGHTS, help="weights a new run starts from "
-                                                                           "(default: the bundled model)")
+    p.add_argument("--init-from", type=Path, default=DEFAULT_WEIGHTS,
+                   help="weights file or run folder a new run starts from (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
     p.add_argument("--budget-s", type=float, default=450.0, help="wall-clock seconds from process start")
     p.add_argument("--reserve-s", type=float, default=30.0, help="of the budget, kept for the end")
