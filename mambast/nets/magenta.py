@@ -17,9 +17,10 @@ How the graphs run (see docs/teacher-port.md for the measured agreement with onn
   evaluated once at load: the convolutions get float32 weights.
 * An activation's QuantizeLinear -> DequantizeLinear pair is emulated exactly as the ONNX operators define
   it (fake quantisation: round half to even of x / scale, plus the zero point, saturated to int8, then back to
-  float), so every activation takes the same 256 levels as in the int8 graph. onnxruntime instead runs fused
-  integer kernels (QLinearConv, QLinearAdd, ...) whose requantisation rounds a little differently: values on a
-  rounding boundary land one level apart, which is the whole difference to onnxruntime.
+  float), so every activation takes the same 256 levels as in the int8 graph. Node by node the port matches
+  onnxruntime to float rounding; end to end, values that float summation order puts on the other side of a
+  rounding boundary land one level apart, and the instance normalisations spread such flips (a few /255 on
+  average: the quantised network's own floor, docs/teacher-port.md).
 * The graphs were exported for batch 1 and fixed sizes (style 256 x 256, content 384 x 384); they are read as
   size- and batch-free: a Reshape's leading 1 is the batch, and a Conv with asymmetric pads (TensorFlow's
   "SAME" padding of a stride-2 convolution, fixed for the export's even sizes) is padded as "SAME" for the
