@@ -221,6 +221,7 @@ def _run(args, device, styles: StyleStream, vgg, teacher) -> dict:
     held = triplets(contents, held, teacher, np.random.default_rng([args.seed, HELD_OUT]), args.crop, device)
     resumed = (args.run / "config.json").exists()
     before = None if resumed else held_out_gap(load(args.init_from), vgg, held, args, device)
+    check = teacher_check(args, teacher, held, device) if device.type == "cuda" else None
     started = time.monotonic()
     result = distill(distill_config(args, device, vgg_file), args.run, vgg=vgg, progress=args.progress,
                      triplets=triplet_source(args, teacher, styles, contents, device),
@@ -231,7 +232,7 @@ def _run(args, device, styles: StyleStream, vgg, teacher) -> dict:
                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                "startup_s": round(started - T0, 1), "train_s": round(seconds, 1),
                "held_out_before": before, "held_out_after": held_out_gap(student, vgg, held, args, device),
-               "held_out_pairs": args.held_out, "losses_last": result.losses}
+               "held_out_pairs": args.held_out, "losses_last": result.losses, "teacher_on_device": check}
     save_native_fp16(student, args.run / "student.safetensors", summary)
     summary["total_s"] = round(time.monotonic() - T0, 1)
     (args.run / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -241,6 +242,34 @@ def _run(args, device, styles: StyleStream, vgg, teacher) -> dict:
             if (args.run / name).exists():
                 shutil.copy2(args.run / name, args.copy_to / name)
     return summary
+
+
+def teacher_check(args, teacher, held, device, pairs: int = 4, load=None) -> dict:
+    """On a GPU: the device's teacher against the same teacher on the CPU on the first held-out pairs (mean and
+    max |difference| of the stylized images in 0..255 units), and the device teacher's seconds per training
+    batch (style vectors + transform, after a warm-up call). load: source -> CPU teacher (default load_teacher)."""
+    from mambast.nets.magenta import load_teacher
+
+    load = load or load_teacher
+    pairs = min(pairs, len(held[0]))
+    content = held[0][:pairs]
+    style = StyleStream(args.dev, args.seed, pairs, 0, offset=HELD_OUT).batch(0)  # the held-out batch's styles
+    style = torch.from_numpy(style).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        cpu = load(args.teacher)(content.cpu(), style)
+        gpu = teacher(content, style.to(device)).cpu()
+        n = args.batch_size
+        batch = (content[:1].expand(n, -1, -1, -1), style[:1].to(device).expand(n, -1, -1, -1))
+        teacher(*batch)
+        sync = torch.cuda.synchronize if device.type == "cuda" else lambda _: None
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            teacher(*batch)
+        sync(device)
+    diff = (gpu - cpu).abs() * 255
+    return {"pairs": pairs, "mean_255": round(float(diff.mean()), 3), "max_255": round(float(diff.max()), 2),
+            "s_per_batch": round((time.perf_counter() - t0) / 5, 4), "batch": args.batch_size, "crop": args.crop}
 
 
 def save_native_fp16(model, path: Path, summary: dict) -> Path:

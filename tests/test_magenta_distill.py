@@ -88,6 +88,17 @@ def test_run_trains_resumes_and_stops_on_budget(dev, tmp_path, one_thread):
     assert (tmp_path / "late" / "student.safetensors").exists()
 
 
+def test_teacher_check(dev):
+    """The device-vs-CPU teacher check a GPU run records (here CPU against CPU, with the stand-in teacher)."""
+    args = args_for(dev / "x", dev)
+    cpu = torch.device("cpu")
+    contents = dg.ContentCrops(dev / "content", cpu)
+    styles = dg.StyleStream(dev, args.seed, args.held_out, 0, offset=dg.HELD_OUT).batch(0)
+    held = dg.triplets(contents, styles, blur_teacher, np.random.default_rng(0), args.crop, cpu)
+    check = dg.teacher_check(args, blur_teacher, held, cpu, load=lambda source: blur_teacher)
+    assert check["pairs"] == 2 and check["mean_255"] == 0.0 and check["s_per_batch"] > 0
+
+
 def test_refuses_a_dev_folder_without_content_and_style(tmp_path):
     from mambast.errors import UserError
 
