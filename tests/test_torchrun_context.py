@@ -89,8 +89,11 @@ def test_resolve_device(monkeypatch):
 
 def test_the_cli_names_the_flag(tmp_path, capsys):
     """The library names the field; `mambast` spells it as the command's flag (mambast.cli.main)."""
-    code = main(["stylize", "--content", str(tmp_path), "--style", str(tmp_path), "--output", str(tmp_path / "o"),
-                 "--device", "gpu0"])
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    code = main(["stylize", "--content", str(tmp_path / "a.png"), "--style", str(tmp_path / "a.png"), "--output",
+                 str(tmp_path / "o"), "--device", "gpu0"])
     assert code == 2
     assert capsys.readouterr().err == ("mambast: error: stylize: --device 'gpu0': unknown "
                                        "(use auto, cpu, cuda or cuda:N)\n")
