@@ -47,24 +47,15 @@ def _split(settings: dict, *kinds: type) -> list[dict]:
     return [{k: v for k, v in settings.items() if k in n} for n in names]
 
 
-def pair_folders(
-    stylized: str | Path | Sequence[Path], content_dir: str | Path, style_dir: str | Path
-) -> Pairing:
+def pair_folders(stylized: str | Path | Sequence[Path], content_dir: str | Path, style_dir: str | Path) -> Pairing:
     """Pair the stylized images (a folder, or a list of files) with the content and style folders' images by
     name (UserError when a folder is missing or empty, or two files claim one name)."""
     files = list_image_files(stylized) if isinstance(stylized, (str, os.PathLike)) else list(stylized)
     return pair_by_name(files, list_image_files(content_dir), list_image_files(style_dir))
 
 
-def evaluate(
-    stylized_dir: str | Path,
-    content_dir: str | Path,
-    style_dir: str | Path,
-    out_dir: str | Path,
-    weights: EvalWeights | None = None,
-    options: EvalOptions | None = None,
-    **settings,
-) -> dict:
+def evaluate(stylized_dir: str | Path, content_dir: str | Path, style_dir: str | Path, out_dir: str | Path,
+             weights: EvalWeights | None = None, options: EvalOptions | None = None, **settings) -> dict:
     """Score a stylized folder against content and style folders; write the reports into `out_dir`.
 
     options: how to score (`EvalOptions`); settings: its fields given one by one instead (mode="native",
@@ -84,16 +75,9 @@ def evaluate(
     return result
 
 
-def run_protocol(
-    checkpoint: str | Path,
-    content_dir: str | Path,
-    style_dir: str | Path,
-    out_dir: str | Path,
-    weights: EvalWeights | None = None,
-    options: EvalOptions | None = None,
-    stylize: StylizeOptions | None = None,
-    **settings,
-) -> dict:
+def run_protocol(checkpoint: str | Path, content_dir: str | Path, style_dir: str | Path, out_dir: str | Path,
+                 weights: EvalWeights | None = None, options: EvalOptions | None = None,
+                 stylize: StylizeOptions | None = None, **settings) -> dict:
     """Stylize every content x style pair with `checkpoint` into out_dir/stylized, then score those files and
     write the reports into out_dir.
 
