@@ -25,7 +25,7 @@ from .fast_decoder import FastDecoder
 from .precision import DEFAULT_PRECISION, PRECISIONS, resolve_precision  # noqa: F401 - PRECISIONS re-exported
 from .precision import autocast as precision_autocast
 from .preprocess import ImageLike, Preprocessor, is_path, open_image
-from .size import DEFAULT_MAX_PIXELS, check_size, memory_guard
+from .size import DEFAULT_MAX_PIXELS, memory_guard
 from .style_cache import Fingerprint, StyleCache, StyleKey
 from .values import check_optional, check_seed
 
@@ -120,8 +120,9 @@ class Stylizer:
     # ----- preparing inputs (the preprocessor) ------------------------------------------------------------
     def prepare_content(self, content: ImageLike, size: int | None | object = _ENGINE_SIZE) -> Image.Image:
         """The content at its working size (short side `size`, by default the engine's): `Preprocessor.
-        content_image` (planned size checked first; one-line ImageError naming the file)."""
-        pre = self.preprocessor if size is _ENGINE_SIZE else self.preprocessor.with_size(check_size(size, self.patch))
+        content_image` (planned size checked first; one-line ImageError naming the file; a bad `size`: FieldError
+        naming it)."""
+        pre = self.preprocessor if size is _ENGINE_SIZE else self.preprocessor.with_size(size)
         return pre.content_image(content)
 
     def grid(self, width: int, height: int) -> tuple[int, int]:
