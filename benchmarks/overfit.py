@@ -9,6 +9,15 @@
             content the paper's content term (relu4_1 + relu5_1) between o and the content, and the teacher's
             One row per (checkpoint, cache); the caches are e.g. the training set (memorisation), dev paintings
             left out of it (held-out, training-like) and the eval paintings (evaluation only).
+    bands   where the gap is, by scale: output and teacher split into a Laplacian pyramid (band k holds detail
+            of 2^k..2^(k+1) px; the last, "low", everything coarser than 2^K px), and per band the mean
+            |student band - teacher band| beside the mean |teacher band| (a student with nothing in that band
+            scores 1.0 on their ratio). The 8-px token grid sits between bands 2 (4-8 px) and 3 (8-16 px).
+    probe   is the missing detail in the content? The student frozen, a small full-resolution conv head
+            (content + student output -> a zero-initialised correction) is fitted by pixel L1 to the teacher
+            on one cache and scored band by band on others: if the head closes the fine bands on held-out
+            styles, the information the student lacks is the content's own detail below the 8-px token grid
+            (what its tokens lose), not the style's
     speed   parameters and the CPU time of one 512-px stylization per checkpoint (alternating, best of --repeats)
     grow    every growth of mambast.train.widen.grow applied to the bundled model: the largest output
             difference to it (function preserved?), parameters, 512-px time
@@ -94,6 +103,121 @@ def cmd_score(args: argparse.Namespace) -> int:
         for name, figures in score(models, vgg, cache, n).items():
             rows.append({"checkpoint": name, "cache": path.name, "n": n, **figures})
             print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def laplacian_bands(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """x (B, 3, H, W) -> levels detail bands (x_k - up(down(x_k)), finest first) and the low-pass rest."""
+    bands = []
+    for _ in range(levels):
+        low = F.avg_pool2d(x, 2)
+        bands.append(x - F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        x = low
+    return bands + [x]
+
+
+@torch.inference_mode()
+def band_gap(models: dict[str, MambaST], cache: dict[str, torch.Tensor], n: int, levels: int = 5,
+             batch: int = 8) -> dict[str, dict[str, float]]:
+    """Per model and band (`b0` 1-2 px ... `low`): `err_bK` = mean |o_band - t_band|, `ref_bK` = mean |t_band|
+    (0..1 units) over the first n triplets (the generator seeded per batch, as `score`)."""
+    names = [f"b{k}" for k in range(levels)] + ["low"]
+    sums: dict[str, dict[str, float]] = {name: {} for name in models}
+    for i in range(0, n, batch):
+        c, s, t = (cache[k][i:min(i + batch, n)].float() / 255 for k in ("content", "style", "teacher"))
+        tb = laplacian_bands(t, levels)
+        for name, model in models.items():
+            ob = laplacian_bands(model(c, s, generator=torch.Generator().manual_seed(i)).clamp(0, 1), levels)
+            for band, o_k, t_k in zip(names, ob, tb, strict=True):
+                for key, v in ((f"err_{band}", (o_k - t_k).abs().mean()), (f"ref_{band}", t_k.abs().mean())):
+                    sums[name][key] = sums[name].get(key, 0.0) + float(v) * len(c)
+    return {name: {k: v / n for k, v in figs.items()} for name, figs in sums.items()}
+
+
+def cmd_bands(args: argparse.Namespace) -> int:
+    from mambast.train.distill import load_cache
+
+    torch.set_num_threads(args.threads)
+    models = {str(p): load_any(p) for p in args.checkpoint}
+    rows = []
+    for path in args.cache:
+        cache = load_cache(path)
+        n = min(args.n, cache["content"].shape[0])
+        for name, figures in band_gap(models, cache, n, args.levels).items():
+            rows.append({"checkpoint": name, "cache": path.name, "n": n, **figures})
+            print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+class DetailHead(torch.nn.Module):
+    """(content, student output) (B, 3, H, W) each -> output + correction; full resolution, 3x3 convs, the last
+    one zero-initialised (so it starts as the student)."""
+
+    def __init__(self, width: int = 32, depth: int = 3) -> None:
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        for i in range(depth - 1):
+            layers += [torch.nn.Conv2d(6 if i == 0 else width, width, 3, padding=1), torch.nn.ReLU()]
+        layers.append(torch.nn.Conv2d(width, 3, 3, padding=1))
+        torch.nn.init.zeros_(layers[-1].weight)
+        torch.nn.init.zeros_(layers[-1].bias)
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, content: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return out + self.net(torch.cat([content, out], 1))
+
+
+@torch.inference_mode()
+def _student_outputs(model: MambaST, cache: dict[str, torch.Tensor], n: int, batch: int = 8) -> torch.Tensor:
+    outs = []
+    for i in range(0, n, batch):
+        c, s = (cache[k][i:min(i + batch, n)].float() / 255 for k in ("content", "style"))
+        outs.append(model(c, s, generator=torch.Generator().manual_seed(i)).clamp(0, 1))
+    return torch.cat(outs)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from mambast.train.distill import load_cache
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = load_any(args.checkpoint)
+    caches = {p.name: load_cache(p) for p in [args.train, *args.cache]}
+    data = {}
+    for name, cache in caches.items():
+        n = min(args.n if name != args.train.name else cache["content"].shape[0], cache["content"].shape[0])
+        data[name] = (cache["content"][:n].float() / 255, _student_outputs(model, cache, n),
+                      cache["teacher"][:n].float() / 255)
+    head = DetailHead(args.width, args.depth)
+    opt = torch.optim.Adam(head.parameters(), lr=args.lr)
+    c, o, t = data[args.train.name]
+    g = torch.Generator().manual_seed(0)
+    for step in range(args.steps):
+        idx = torch.randint(0, c.shape[0], (args.batch_size,), generator=g)
+        y, x = (int(v) for v in torch.randint(0, c.shape[-1] - args.crop + 1, (2,), generator=g))
+        crop = (slice(None), slice(None), slice(y, y + args.crop), slice(x, x + args.crop))
+        loss = (head(c[idx][crop], o[idx][crop]) - t[idx][crop]).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % 50 == 0:
+            print(json.dumps({"step": step + 1, "pixel": float(loss)}), flush=True)
+    rows = []
+    names = [f"b{k}" for k in range(5)] + ["low"]
+    with torch.inference_mode():
+        for name, (c, o, t) in data.items():
+            tb = laplacian_bands(t, 5)
+            for label, out in (("student", o), ("student + head", head(c, o).clamp(0, 1))):
+                ob = laplacian_bands(out, 5)
+                row = {"cache": name, "model": label, "pixel": float((out - t).abs().mean())}
+                row |= {f"ratio_{b}": float((ok - tk).abs().mean() / tk.abs().mean())
+                        for b, ok, tk in zip(names, ob, tb, strict=True)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
@@ -248,6 +372,29 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--json", type=Path)
     s.set_defaults(func=cmd_score)
+    b = sub.add_parser("bands", help="the student-teacher gap split by scale (Laplacian pyramid bands)")
+    b.add_argument("--cache", type=Path, nargs="+", required=True)
+    b.add_argument("--checkpoint", type=Path, nargs="+", required=True, help="weights files or run folders")
+    b.add_argument("--n", type=int, default=24, help="triplets per cache (the first n)")
+    b.add_argument("--levels", type=int, default=5)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--json", type=Path)
+    b.set_defaults(func=cmd_bands)
+    r = sub.add_parser("probe", help="fit a full-resolution detail head on the frozen student: is the content's "
+                       "detail what it lacks?")
+    r.add_argument("--checkpoint", type=Path, default=DEFAULT_WEIGHTS)
+    r.add_argument("--train", type=Path, required=True, help="cache the head is fitted on (all its triplets)")
+    r.add_argument("--cache", type=Path, nargs="+", required=True, help="caches it is scored on (and --train)")
+    r.add_argument("--n", type=int, default=24, help="triplets per scoring cache (the first n)")
+    r.add_argument("--steps", type=int, default=1000)
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--crop", type=int, default=128)
+    r.add_argument("--lr", type=float, default=1e-3)
+    r.add_argument("--width", type=int, default=32)
+    r.add_argument("--depth", type=int, default=3)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--json", type=Path)
+    r.set_defaults(func=cmd_probe)
     v = sub.add_parser("speed", help="parameters and 512-px CPU time")
     v.add_argument("--checkpoint", type=Path, nargs="+", required=True)
     v.add_argument("--repeats", type=int, default=3)
