@@ -44,7 +44,7 @@ def test_evaluate_native_all_metrics(folders, weights, tmp_path):
     m = report["metrics"]
     assert set(m) == {"artfid", "fid", "lpips", "lpips_gray", "cfsd"}
     assert set(report["skipped"]) == {"content_loss", "style_loss", "fid_imagenet"}
-    assert "--vgg PATH" in report["skipped"]["content_loss"]
+    assert "give its path as vgg " in report["skipped"]["content_loss"]  # the field; the CLI shows --vgg
     assert m["artfid"] == pytest.approx((1 + m["lpips"]) * (1 + m["fid"]))
     assert report["counts"] == {"pairs": 3, "found": 3, "contents": 2, "styles": 2, "unmatched": 1, "missing": 1,
                                 "failed": 0}  # fmt: skip
@@ -87,9 +87,9 @@ def test_cli_scores_stylized_folder_and_reports_skipped(folders, weights, tmp_pa
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["metrics"]) == {"lpips", "lpips_gray"} and report["mode"] == "paper"
-    assert "--inception" in report["skipped"]["fid"] and "--vgg19" in report["skipped"]["cfsd"]
+    assert "as inception " in report["skipped"]["fid"] and "as vgg19 " in report["skipped"]["cfsd"]
     assert report["skipped"]["artfid"].startswith("needs fid")
-    assert "fid           skipped: no art_inception.pth" in out and "lpips" in out
+    assert "fid           skipped: no art_inception.pth: give its path as --inception or" in out and "lpips" in out
 
 
 def test_cli_errors_are_one_line(folders, tmp_path, capsys):

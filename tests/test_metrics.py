@@ -17,7 +17,7 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-from mambast.errors import UserError
+from mambast.errors import FieldError, UserError
 from mambast.images import load_image
 from mambast.metrics import (
     artfid,
@@ -325,9 +325,10 @@ def test_paper_mode_resizes_short_side_without_crop():
 
 def test_missing_weights_messages(tmp_path):
     path, why = resolve("art_inception", None, tmp_path)
-    assert path is None and "--inception" in why and "art_inception.pth" in why and "weights fetch" in why
-    with pytest.raises(UserError, match="--vgg19 .*not found"):
+    assert path is None and "as inception " in why and "art_inception.pth" in why and "weights fetch" in why
+    with pytest.raises(FieldError, match="vgg19 .*not found") as e:
         resolve("vgg19", tmp_path / "nope.pth", tmp_path)
+    assert e.value.fields == ("vgg19",) and "--" not in str(e.value)  # the library names the field, not a flag
     (tmp_path / "alex.pth").write_bytes(b"x")
     assert resolve("lpips_heads", None, tmp_path) == (tmp_path / "alex.pth", "")
 

@@ -12,7 +12,9 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from mambast.errors import UserError
+from mambast.errors import FieldError, UserError
+
+from .common import field_flags, flag_message
 
 HELP = "evaluate: ArtFID, FID, LPIPS, LPIPS_gray, CFSD, paper losses; writes report.json, report.md, contact_sheet.png"
 
@@ -66,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--cfsd-chunk", type=int, default=256, help="CFSD rows per chunk (default 256: ~160 MiB at 512 px)")
     p.add_argument("--contact-cell", type=int, default=128, help="contact sheet cell size in px")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, flags=field_flags(p))  # skip reasons name weight fields: shown as flags
     return p
 
 
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from mambast.metrics import EvalOptions, EvalWeights, StylizeOptions, evaluate, run_protocol
     from mambast.metrics.report import format_value
+    from mambast.metrics.weights import KNOWN
 
     options = _from_args(EvalOptions, args, progress=not args.quiet)
     stylize = _from_args(StylizeOptions, args, shuffle=not args.no_shuffle, stylized_format=_stylized_format(args))
@@ -107,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for name, value in report["metrics"].items():
         print(f"  {name:13s} {format_value(value)}")
+    fields = [w.field for w in KNOWN.values()]
     for name, why in report["skipped"].items():
-        print(f"  {name:13s} skipped: {why}")
+        print(f"  {name:13s} skipped: {flag_message(FieldError(why, *fields), args.flags)}")
     if counts["unmatched"]:
         print(f"  {counts['unmatched']} stylized files match no content/style name: see report.md")
     if counts["failed"]:

@@ -67,8 +67,9 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"weights folder: {folder}")
     for w in KNOWN.values():
         state = "present" if (folder / w.filename).is_file() else "missing"
-        print(f"  {w.name:15s} {state:8s} {w.flag:16s} {w.filename}: {w.purpose}")
-        print(f"  {'':15s} {'':8s} {'':16s} from {w.url or '(no stable public URL: pass the flag)'}")
+        flag = "--" + w.field.replace("_", "-")  # mambast eval's flag for it
+        print(f"  {w.name:15s} {state:8s} {flag:16s} {w.filename}: {w.purpose}")
+        print(f"  {'':15s} {'':8s} {'':16s} from {w.url or '(no stable public URL: give the path to mambast eval)'}")
     return 0
 
 

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mambast.errors import UserError
+from mambast.errors import FieldError, UserError
 from mambast.fs import atomic_write_text
 
 __all__ = ["KNOWN", "WeightFile", "weights_dir", "resolve", "fetch", "sha256_file", "MANIFEST"]
@@ -26,12 +26,13 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class WeightFile:
-    """A known weight file: its usual name, its public home and what it is for."""
+    """A known weight file: its usual name, its public home, the field that gives its path (`EvalWeights`;
+    the CLI's flag of the same name) and what it is for."""
 
     name: str
     filename: str
     url: str
-    flag: str
+    field: str
     purpose: str
     sha256_prefix: str = ""  # publishers like torchvision put the first hex digits of the SHA-256 in the name
     sha256: str = ""  # the full SHA-256 where the publisher gives one (checked by `fetch`)
@@ -43,32 +44,32 @@ KNOWN: dict[str, WeightFile] = {
         WeightFile(
             "art_inception", "art_inception.pth",
             "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth",
-            "--inception", "FID / ArtFID (art-tuned Inception-v3 of the art-fid package)",
+            "inception", "FID / ArtFID (art-tuned Inception-v3 of the art-fid package)",
         ),
         WeightFile(
             "lpips_alexnet", "alexnet-owt-7be5be79.pth",
             "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-            "--lpips-alexnet", "LPIPS backbone (torchvision ImageNet AlexNet)", "7be5be79",
+            "lpips_alexnet", "LPIPS backbone (torchvision ImageNet AlexNet)", "7be5be79",
         ),
         WeightFile(
             "lpips_heads", "alex.pth",
             "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
-            "--lpips-heads", "LPIPS v0.1 linear heads for AlexNet (lpips package)",
+            "lpips_heads", "LPIPS v0.1 linear heads for AlexNet (lpips package)",
         ),
         WeightFile(
             "vgg19", "vgg19-dcbb9e9d.pth", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-            "--vgg19", "CFSD (torchvision ImageNet VGG-19, relu3_1)", "dcbb9e9d",
+            "vgg19", "CFSD (torchvision ImageNet VGG-19, relu3_1)", "dcbb9e9d",
         ),
         WeightFile(
             "pt_inception", "pt_inception-2015-12-05-6726825d.pth",
             "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
             "pt_inception-2015-12-05-6726825d.pth",
-            "--fid-inception", "plain FID on ImageNet Inception (pytorch-fid's TF port)",
+            "fid_inception", "plain FID on ImageNet Inception (pytorch-fid's TF port)",
             "6726825d",
         ),
         WeightFile(
             "vgg_normalised", "vgg_normalised.pth", "",
-            "--vgg", "paper content / style losses (AdaIN / StyTr2 / Mamba-ST release; no stable public URL)",
+            "vgg", "paper content / style losses (AdaIN / StyTr2 / Mamba-ST release; no stable public URL)",
         ),
     )
 }  # fmt: skip
@@ -91,7 +92,7 @@ def resolve(name: str, explicit: str | Path | None, folder: str | Path | None = 
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise UserError(f"{known.flag} {path}: file not found")
+            raise FieldError(f"{known.field} {path}: file not found", known.field)
         _not_empty(path, known)
         return path, ""
     candidate = weights_dir(folder) / known.filename
@@ -99,13 +100,14 @@ def resolve(name: str, explicit: str | Path | None, folder: str | Path | None = 
         _not_empty(candidate, known)
         return candidate, ""
     how = f"`mambast weights fetch {name}` downloads it, network needed" if known.url else known.purpose
-    return None, f"no {known.filename}: pass {known.flag} PATH or put it in {candidate.parent} ({how})"
+    return None, f"no {known.filename}: give its path as {known.field} or put it in {candidate.parent} ({how})"
 
 
 def _not_empty(path: Path, known: WeightFile) -> None:
-    """One-line UserError for a 0-byte weight file (an interrupted copy or download)."""
+    """One-line FieldError (naming the weight's field) for a 0-byte file (an interrupted copy or download)."""
     if path.stat().st_size == 0:
-        raise UserError(f"{known.flag} {path}: empty file (0 bytes); copy or fetch {known.filename} again")
+        raise FieldError(f"{known.field} {path}: empty file (0 bytes); copy or fetch {known.filename} again",
+                         known.field)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -141,9 +143,10 @@ def fetch(
     known = KNOWN[name]
     source = url or known.url
     if not source:
-        raise UserError(
-            f"{name} has no stable public download ({known.purpose}); pass {known.flag} PATH or --url"
-        )
+        raise FieldError(
+            f"{name} has no stable public download ({known.purpose}): copy the file into the weights folder, "
+            "or give a url",
+            "url")
     out_dir = ensure_dir(weights_dir(folder))  # one line when it names a file
     dest = out_dir / known.filename
     if dest.is_file() and not force:

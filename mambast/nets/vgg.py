@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
+from ..errors import FieldError
 from ..fs import atomic_write, ensure_dir
 from ..io.state_dict import torch_load_tensors, torch_save
 
@@ -49,14 +49,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 WHERE_TO_GET = (
-    "pass --vgg PATH: vgg_normalised.pth (the AdaIN / StyTr2 release, e.g. from "
+    "give its path as vgg: vgg_normalised.pth (the AdaIN / StyTr2 release, e.g. from "
     "github.com/naoto0804/pytorch-AdaIN or github.com/diyiiyiii/StyTR-2) or torchvision's ImageNet "
     "vgg19-dcbb9e9d.pth / vgg16-397923af.pth (download.pytorch.org/models/)"
 )
 
 
-class VGGWeightsError(UserError):
-    """VGG weights missing, unreadable or not matching the requested layout (one-line message)."""
+class VGGWeightsError(FieldError):
+    """VGG weights missing, unreadable or not matching the requested layout (one-line message naming the field
+    `vgg`, which front-ends spell their own way: the CLI's --vgg)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "vgg")
 
 
 # Channel plan per block up to relu5_1: (number of 3x3 convs in the block, out channels).
