@@ -12,11 +12,11 @@ from mambast import torchrun
 from mambast.cli import main
 from mambast.device import resolve_device
 from mambast.errors import FieldError, UserError
-from mambast.inference.sharding import Dist
+from mambast.torchrun import DistContext
 from mambast.train.distributed import init_distributed
 
 # the two ways in: inference's and training's
-ENTRIES = {"inference": Dist.from_env, "training": init_distributed}
+ENTRIES = {"inference": DistContext.from_env, "training": init_distributed}
 
 
 class _Joined(Exception):

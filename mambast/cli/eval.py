@@ -12,6 +12,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from mambast.device import DEVICE_HELP
 from mambast.errors import FieldError, UserError
 
 from .common import field_flags, flag_message
@@ -63,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="folder searched for the files above by their usual names "
         "(default $MAMBAST_WEIGHTS or ~/.cache/mambast/weights)",
     )
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default="cpu", help=f"torch device: {DEVICE_HELP} (default cpu)")
     p.add_argument("--batch-size", type=int, default=8, help="Inception batch size (same-size images only)")
     p.add_argument("--cfsd-chunk", type=int, default=256, help="CFSD rows per chunk (default 256: ~160 MiB at 512 px)")
     p.add_argument("--contact-cell", type=int, default=128, help="contact sheet cell size in px")

@@ -92,12 +92,12 @@ def run(args) -> int:
     from ..device import resolve_device
     from ..images import list_images
     from ..inference.folder import stylize_folder
-    from ..inference.sharding import Dist
     from ..inference.worklist import named
     from ..io import load
+    from ..torchrun import DistContext
 
     out = Path(args.output).expanduser()
-    with Dist.from_env(resolve_device(args.device)) as dist:  # leaves the group at the end
+    with DistContext.from_env(resolve_device(args.device)) as dist:  # leaves the group at the end
         options = run_options(args, dist.device, progress=not args.quiet, on_error=error_printer(dist.rank))
         contents = named(list_images(args.content, exclude=out), args.content)
         styles = [n for root in args.style for n in named(list_images(root, exclude=out), root)]

@@ -38,12 +38,12 @@ def run(args) -> int:
     from ..device import resolve_device
     from ..images import image_folder
     from ..inference.folder import DatasetDraw, stylize_folder
-    from ..inference.sharding import Dist
     from ..inference.worklist import named
     from ..io import load
+    from ..torchrun import DistContext
 
     out = Path(args.output).expanduser()
-    with Dist.from_env(resolve_device(args.device)) as dist:
+    with DistContext.from_env(resolve_device(args.device)) as dist:
         options = run_options(args, dist.device, progress=not args.quiet, on_error=error_printer(dist.rank),
                               manifest=args.manifest)
         contents = named(image_folder(args.content, "content", exclude=out), args.content)

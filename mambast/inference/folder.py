@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 from ..errors import FieldError
+from ..torchrun import DistContext
 from .engine import draw_seed
 from .jobs import JobReport, RunOptions, check_output_dir, run_jobs
 from .preprocess import Preprocessor, is_path
-from .sharding import Dist
 from .worklist import Job, Named, dataset_jobs, find_conflicts, pair_jobs
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class DatasetDraw:
 
 def stylize_folder(model: MambaST | Callable[[], MambaST], contents: Sequence[Named], styles: Sequence[Named],
                    output_dir: str | Path, options: RunOptions | None = None, *, draw: DatasetDraw | None = None,
-                   dist: Dist | None = None) -> JobReport:
+                   dist: DistContext | None = None) -> JobReport:
     """Stylize named inputs (`worklist.named`: each file with its name relative to its folder, which its
     output mirrors) into `output_dir`, in batches, sharded over `dist`'s processes.
 

@@ -16,7 +16,7 @@
 - Outputs go to a background writer thread: atomic writes (`mambast.fs`: temp file + rename, never a
   truncated file under the final name), PNG or JPEG. A write that fails skips that job; the run goes on.
 - Every output carries a stamp of what made it (provenance.py: model, input files' bytes, settings, seed).
-- Sharding (sharding.py): process `rank` of `world` takes jobs rank, rank + world, ...; `skip_existing`
+- Sharding (mambast.torchrun.DistContext): process `rank` of `world` takes jobs rank, rank + world, ...; `skip_existing`
   leaves out jobs whose output exists with the stamp this run would give it (resume after a crash or
   preemption); an output made with other settings (or without a stamp) is made again.
 """
@@ -47,11 +47,11 @@ from tqdm.auto import tqdm
 from ..errors import FieldError, UserError
 from ..fs import WriteError, atomic_write, atomic_write_bytes, atomic_write_text, ensure_dir, remove_stale_temp_files
 from ..images import to_pil
+from ..torchrun import DistContext
 from .controls import Controls
 from .engine import DEFAULT_MAX_PIXELS, EncodedContent, Stylizer, cat
 from .preprocess import ContentPlan, Failure, Preprocessor, attempt
 from .provenance import Stamper, read_stamp
-from .sharding import Dist
 from .size import check_max_pixels, check_size, memory_guard
 from .style_cache import StyleKey
 from .values import check_number
@@ -407,7 +407,7 @@ def check_output_dir(output_dir: str | Path) -> Path:
 
 
 def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, options: RunOptions | None = None,
-             dist: Dist | None = None, refused: dict[int, str] | None = None) -> JobReport:
+             dist: DistContext | None = None, refused: dict[int, str] | None = None) -> JobReport:
     """Stylize `jobs` (the whole work list, identical in every process) into `output_dir`.
 
     This process does its shard (`dist`: rank/world; None: everything). refused: job index -> reason for jobs
@@ -416,7 +416,7 @@ def run_jobs(model: MambaST, jobs: Sequence[Job], output_dir: str | Path, option
     """
     start = time.perf_counter()
     options = options or RunOptions()
-    dist = dist or Dist()
+    dist = dist or DistContext()
     out = Path(output_dir)
     check_output_dir(out)
     if options.skip_existing:  # a resumed run: remove the temp files a killed run left, before anyone writes
@@ -490,7 +490,7 @@ def _rank_file(out: Path, manifest: str, rank: int) -> Path:
     return out / f".{manifest}.rank{rank}.jsonl"
 
 
-def _write_rank_manifest(out: Path, manifest: str, dist: Dist, done: Sequence[Job]) -> None:
+def _write_rank_manifest(out: Path, manifest: str, dist: DistContext, done: Sequence[Job]) -> None:
     lines = "".join(json.dumps(r) + "\n" for r in _manifest_rows(done))
     atomic_write_text(_rank_file(out, manifest, dist.rank), lines)
 

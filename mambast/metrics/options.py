@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
+from mambast.device import resolve_device
 from mambast.errors import FieldError
 
 from .preprocess import MODES
@@ -47,7 +48,8 @@ class EvalOptions:
         (each style once); None: "pairs" in "paper" mode, "unique" in "native" mode (`style_set`).
     fid_inf: also FID_inf (an extra, `fid_infinity`), from `fid_inf_points` subset sizes (>= 2).
     batch_size: Inception batch (same-size images only); cfsd_chunk: CFSD rows per chunk; contact_cell: the
-        contact sheet's cell in px (>= 8); device: torch device of the metric networks and the stylizer;
+        contact sheet's cell in px (>= 8); device: torch device of the metric networks and the stylizer
+        (mambast.device.resolve_device: "auto", "cpu", "cuda", "cuda:N"; stored resolved);
         progress: progress bars.
     FieldError naming the first bad field.
     """
@@ -69,6 +71,7 @@ class EvalOptions:
         for name, low in (("size", 1), ("batch_size", 1), ("cfsd_chunk", 1), ("contact_cell", 8),
                           ("fid_inf_points", 2)):  # fmt: skip
             _whole(self, name, low)
+        object.__setattr__(self, "device", str(resolve_device(self.device)))  # the one resolver: "auto", checks
 
     @property
     def style_set(self) -> str:

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mambast.errors import UserError
-from mambast.images import list_images
 from mambast.inference.naming import SEPARATOR
 
-__all__ = ["Pair", "Pairing", "list_image_files", "pair_by_name"]
+__all__ = ["Pair", "Pairing", "pair_by_name"]
 
 SEP = SEPARATOR  # the one spelling, mambast.inference.naming
 
@@ -37,13 +36,6 @@ class Pairing:
     pairs: list[Pair] = field(default_factory=list)
     unmatched: list[Path] = field(default_factory=list)  # stylized files naming no known content/style
     missing: list[tuple[str, str]] = field(default_factory=list)  # (content, style) with no stylized file
-
-
-def list_image_files(folder: str | Path) -> list[Path]:
-    """Image files under `folder` (recursive, sorted); one-line UserError if not a folder / none."""
-    if not Path(folder).is_dir():
-        raise UserError(f"not a folder: {folder}")
-    return list_images(folder)
 
 
 def _index(paths: Sequence[Path], what: str) -> dict[str, Path]:

@@ -24,11 +24,12 @@ from pathlib import Path
 
 from mambast.errors import UserError
 from mambast.fs import ensure_dir
+from mambast.images import image_folder
 from mambast.io import load
 
 from .networks import EvalWeights, Networks, load_networks
 from .options import STYLE_SETS, EvalOptions, StylizeOptions
-from .pairing import Pairing, list_image_files, pair_by_name
+from .pairing import Pairing, pair_by_name
 from .report import write_report
 from .score import Report, score
 from .stylize import stylize_all
@@ -50,8 +51,8 @@ def _split(settings: dict, *kinds: type) -> list[dict]:
 def pair_folders(stylized: str | Path | Sequence[Path], content_dir: str | Path, style_dir: str | Path) -> Pairing:
     """Pair the stylized images (a folder, or a list of files) with the content and style folders' images by
     name (UserError when a folder is missing or empty, or two files claim one name)."""
-    files = list_image_files(stylized) if isinstance(stylized, (str, os.PathLike)) else list(stylized)
-    return pair_by_name(files, list_image_files(content_dir), list_image_files(style_dir))
+    files = image_folder(stylized, "stylized") if isinstance(stylized, (str, os.PathLike)) else list(stylized)
+    return pair_by_name(files, image_folder(content_dir, "content_dir"), image_folder(style_dir, "style_dir"))
 
 
 def evaluate(stylized_dir: str | Path, content_dir: str | Path, style_dir: str | Path, out_dir: str | Path,
@@ -90,7 +91,7 @@ def run_protocol(checkpoint: str | Path, content_dir: str | Path, style_dir: str
     options = dataclasses.replace(options or EvalOptions(), **eval_settings)
     stylize = dataclasses.replace(stylize or StylizeOptions(), **stylize_settings)
     out_dir = Path(out_dir)
-    contents, styles = list_image_files(content_dir), list_image_files(style_dir)
+    contents, styles = image_folder(content_dir, "content_dir"), image_folder(style_dir, "style_dir")
     networks = load_networks(weights, options.device)
     model = load(checkpoint, device=options.device)
     start = time.perf_counter()
