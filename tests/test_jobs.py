@@ -280,6 +280,23 @@ def test_stylize_pairs_keeps_seed_and_shuffle_given_with_controls(folders, tmp_p
     assert not np.array_equal(np.asarray(drawn), np.asarray(ref))  # the seed matters: the test can fail
 
 
+def test_stylize_pairs_takes_str_and_relative_paths(folders, tmp_path, monkeypatch):
+    """Plain str paths (AttributeError: no .resolve) and relative paths of several files ("not below root")
+    failed; they name the same outputs as absolute Paths."""
+    from mambast.inference import stylize_pairs
+
+    croot, sroot = folders
+    model = tiny_model()
+    contents, styles = list_images(croot)[:2], list_images(sroot)[:1]
+    ref = stylize_pairs(model, contents, styles, tmp_path / "ref", size=None, progress=False, seed=1)
+    monkeypatch.chdir(croot.parent)
+    rel = [str(p.relative_to(croot.parent)) for p in contents]
+    got = stylize_pairs(model, rel, [str(p) for p in styles], tmp_path / "rel", size=None, progress=False, seed=1)
+    assert not got.failed and [p.name for p in got.written] == [p.name for p in ref.written] and len(ref.written) == 2
+    for a, b in zip(got.written, ref.written, strict=True):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
 def test_folder_settings_are_field_errors_shown_as_flags(folders, tmp_path, capsys):
     """Library checks name fields; the CLI shows its flags (one line, exit 2, before any output)."""
     from mambast.cli import main

@@ -87,7 +87,7 @@ class StylizeReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def stylize_pairs(model: MambaST, contents: list[Path], styles: list[Path], output_dir: str | Path,
+def stylize_pairs(model: MambaST, contents: Sequence[str | Path], styles: Sequence[str | Path], output_dir: str | Path,
                   size: int | None = 512, seed: int | None = None, shuffle: bool | None = None,
                   progress: bool = True, on_error=None, controls: Controls | None = None,
                   **options) -> StylizeReport:
@@ -106,12 +106,18 @@ def stylize_pairs(model: MambaST, contents: list[Path], styles: list[Path], outp
     from .jobs import RunOptions
     from .worklist import named
 
+    contents, styles = _paths(contents), _paths(styles)  # str or relative paths: as the caller's folder sees them
     given = {k: v for k, v in (("seed", seed), ("shuffle", shuffle)) if v is not None}
     controls = dataclasses.replace(controls or Controls(), **given)
     run = RunOptions(size=size, controls=controls, progress=progress, on_error=on_error, **options)
     report = stylize_folder(model, named(contents, _common_root(contents)), named(styles, _common_root(styles)),
                             output_dir, run)
     return StylizeReport(written=report.written, failed=report.failed)
+
+
+def _paths(files: Sequence[str | os.PathLike]) -> list[Path]:
+    """Each file as an absolute Path (`~` expanded), so names relative to their common folder are well defined."""
+    return [Path(f).expanduser().absolute() for f in files]
 
 
 def _common_root(files: Sequence[Path]) -> Path:
