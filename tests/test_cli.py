@@ -276,3 +276,5 @@ def test_field_errors_become_the_commands_flags_in_one_place():
                    "max_iter", "style_size", "content_dir")
     assert flag_message(e, names) == ("--max-iter must be >= 1; --style-size too big for content; --content empty;"
                                       " max_iterations")
+    e = FieldError("no style_size-8.pth for style_size: `mambast weights fetch style_size` gets it", "style_size")
+    assert flag_message(e, names) == "no style_size-8.pth for --style-size: `mambast weights fetch style_size` gets it"

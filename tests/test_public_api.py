@@ -130,3 +130,18 @@ def test_numpy_integers_in_the_model_config_and_the_reader():
         mambast.MambaSTConfig(d_model=True)
     path = Path(mambast.__file__).parent / "assets" / "examples" / "astronaut.jpg"
     assert load_image(path, size_hint=np.int64(64)).size == load_image(path, size_hint=64).size
+
+
+def test_load_names_a_bad_device():
+    """mambast.load(device="gpu") raised torch's RuntimeError, device="cuda" on a CPU build an AssertionError."""
+    import mambast
+    from mambast.errors import FieldError
+
+    with pytest.raises(FieldError, match="^device 'gpu': unknown") as e:
+        mambast.load(None, device="gpu")
+    assert e.value.fields == ("device",)
+    if not torch.cuda.is_available():
+        with pytest.raises(FieldError, match="CUDA is not available"):
+            mambast.load(None, device="cuda")
+    assert next(mambast.load(None, device="auto").parameters()).device.type == ("cuda" if torch.cuda.is_available()
+                                                                                 else "cpu")

@@ -26,9 +26,11 @@ def field_flags(parser: argparse.ArgumentParser, overrides: dict[str, str] | Non
 def flag_message(error: FieldError, names: dict[str, str]) -> str:
     """The library's one-line message with every field it names spelled as the command's flag: the one place
     where library field names become command-line spellings (`mambast.cli.main` calls it for every command).
-    A name inside a path (`runs/content/x.png`, `content.png`) is left as it is."""
-    text = str(error)
-    for name in error.fields:
-        if name in names:
-            text = re.sub(rf"(?<![\w./\\-]){re.escape(name)}(?![\w/\\]|\.\w)", names[name], text)
-    return text
+    A name inside a path or a file name (`runs/content/x.png`, `content.png`, `vgg19-dcbb9e9d.pth`) or inside
+    `backticks` (a command or code quoted in the message) is left as it is."""
+    parts = str(error).split("`")
+    for i in range(0, len(parts), 2):  # even parts lie outside backticks
+        for name in error.fields:
+            if name in names:
+                parts[i] = re.sub(rf"(?<![\w./\\-]){re.escape(name)}(?![\w/\\-]|\.\w)", names[name], parts[i])
+    return "`".join(parts)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..device import resolve_device
 from ..errors import UserError
 from .native import load_native, read_native, save_native
 from .official import is_official_dir, load_official, save_official
@@ -25,7 +26,10 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu",
     decoder_iter_N.pth, embedding_iter_N.pth -> the published layout (highest N); a training run
     directory -> its latest checkpoint (a distillation run folder of the earlier layout, ckpt_N.pt, too); a
     .safetensors file -> a native checkpoint; one of the three published files -> its directory.
+    device: "auto", "cpu", "cuda", "cuda:N" or a torch.device (mambast.device.resolve_device: FieldError
+    naming `device` for one torch does not know or this machine does not have).
     """
+    device = resolve_device(device)
     if path is None:
         if not DEFAULT_WEIGHTS.exists():
             raise UserError("no default model is bundled with this install; give a checkpoint path (a "
