@@ -35,7 +35,8 @@ from .errors import FieldError, UserError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MAX_UPSCALE_ASPECT", "ImageError", "check_planned_size",
-    "image_size", "list_images", "load_image", "load_resized", "plan_size", "relative_names",
+    "image_folder", "image_inputs", "image_size", "list_images", "load_image", "load_resized", "plan_size",
+    "relative_names",
     "resize_short_side", "to_pil", "to_tensor", "uint8_to_unit", "unit_to_uint8", "as_rgb",
     "pixels_to_uint8",
 ]
@@ -160,6 +161,17 @@ def image_folder(folder: str | Path | None, field: str,
         return list_images(path, exclude=exclude)
     except UserError as e:
         raise FieldError(f"{field}: {e}", field) from None
+
+
+def image_inputs(path: str | Path, field: str,
+                 exclude: str | Path | Iterable[str | Path] | None = None) -> list[Path]:
+    """The images a "file or folder" setting names (`list_images`: a file, or a folder's images): stylize's
+    content and style. Raises FieldError naming `field` (the CLI shows its flag) when `path` does not exist,
+    is neither a file nor a folder, or holds no images."""
+    try:
+        return list_images(path, exclude=exclude)
+    except UserError as e:
+        raise FieldError(f"{field} {e}", field) from None
 
 
 def relative_names(files: Sequence[str | Path], root: str | Path) -> list[Path]:

@@ -278,3 +278,16 @@ def test_field_errors_become_the_commands_flags_in_one_place():
                                       " max_iterations")
     e = FieldError("no style_size-8.pth for style_size: `mambast weights fetch style_size` gets it", "style_size")
     assert flag_message(e, names) == "no style_size-8.pth for --style-size: `mambast weights fetch style_size` gets it"
+
+
+def test_stylize_names_the_flag_of_a_missing_input(tmp_path, capsys):
+    """A missing --content / --style said only `nope: no such file or folder` (no flag)."""
+    from mambast.cli import main
+
+    style = tmp_path / "s.png"
+    Image.new("RGB", (32, 32)).save(style)
+    for flags, want in ((["--content", str(tmp_path / "nope"), "--style", str(style)], "--content "),
+                        (["--content", str(style), "--style", str(tmp_path / "nope")], "--style ")):
+        assert main(["stylize", *flags, "--output", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mambast: error: stylize: {want}{tmp_path / 'nope'}: no such file or folder")

@@ -90,7 +90,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..device import resolve_device
-    from ..images import list_images
+    from ..images import image_inputs
     from ..inference.folder import stylize_folder
     from ..inference.worklist import named
     from ..io import load
@@ -99,8 +99,8 @@ def run(args) -> int:
     out = Path(args.output).expanduser()
     with DistContext.from_env(resolve_device(args.device)) as dist:  # leaves the group at the end
         options = run_options(args, dist.device, progress=not args.quiet, on_error=error_printer(dist.rank))
-        contents = named(list_images(args.content, exclude=out), args.content)
-        styles = [n for root in args.style for n in named(list_images(root, exclude=out), root)]
+        contents = named(image_inputs(args.content, "content", exclude=out), args.content)
+        styles = [n for root in args.style for n in named(image_inputs(root, "style", exclude=out), root)]
         report = stylize_folder(lambda: load(args.checkpoint, device=dist.device), contents, styles, out, options,
                                 dist=dist)
         if dist.rank == 0:
