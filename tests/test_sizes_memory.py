@@ -35,6 +35,7 @@ def test_style_size_over_the_limit_is_refused_before_any_work(tmp_path, capsys, 
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("mambast: error: stylize: --style-size 60000 px: planned size 60000 x 60000 px "
                           f"(3600.0 MP) is over the limit of {limit}")
+    assert "(--max-pixels); ask for" in err  # the limit by its flag too (was the library's max_pixels)
     assert not (tmp_path / "out").exists()  # refused before the output folder or the model
 
 

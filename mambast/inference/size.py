@@ -69,7 +69,7 @@ def check_style_size(style_size: int | None, max_pixels: int | None, name: str =
         try:
             check_planned_size(f"{name} {style_size} px", style_size, style_size, max_pixels=max_pixels)
         except ImageError as e:
-            raise FieldError(str(e), name) from None
+            raise FieldError(str(e), name, "max_pixels") from None  # both named: the CLI shows both flags
 
 
 def load_style(style: Image.Image | np.ndarray | str | os.PathLike, style_size: int | None,
