@@ -221,7 +221,8 @@ def test_options_name_their_fields():
     for kind, kw, field in ((EvalOptions, {"cfsd_chunk": 0}, "cfsd_chunk"), (EvalOptions, {"mode": "x"}, "mode"),
                             (EvalOptions, {"contact_cell": 7}, "contact_cell"),
                             (EvalOptions, {"fid_style_set": "all"}, "fid_style_set"),
-                            (EvalOptions, {"size": True}, "size"), (StylizeOptions, {"seed": -1}, "seed"),
+                            (EvalOptions, {"size": True}, "size"), (EvalOptions, {"size": 5}, "size"),
+                            (StylizeOptions, {"seed": -1}, "seed"),
                             (StylizeOptions, {"stylized_format": "tif"}, "stylized_format")):  # fmt: skip
         with pytest.raises(FieldError, match=rf"^{field} must be") as e:
             kind(**kw)

@@ -43,7 +43,7 @@ class EvalOptions:
 
     mode: "paper" (StyleID's eval_artfid.py as the paper ran it: FID / LPIPS inputs at short side `size` px)
         or "native" (every image as stored, art-fid conventions).
-    size: short side in px of the "paper" inputs, and of the contents `run_protocol` stylizes.
+    size: short side in px of the "paper" inputs, and of the contents `run_protocol` stylizes (>= 8, one patch).
     fid_style_set: FID reference set, "pairs" (the style of every scored pair, copy_inputs.py) or "unique"
         (each style once); None: "pairs" in "paper" mode, "unique" in "native" mode (`style_set`).
     fid_inf: also FID_inf (an extra, `fid_infinity`), from `fid_inf_points` subset sizes (>= 2).
@@ -68,7 +68,7 @@ class EvalOptions:
     def __post_init__(self) -> None:
         _choice(self.mode, "mode", MODES)
         _choice(self.fid_style_set, "fid_style_set", STYLE_SETS, optional=True)
-        for name, low in (("size", 1), ("batch_size", 1), ("cfsd_chunk", 1), ("contact_cell", 8),
+        for name, low in (("size", 8), ("batch_size", 1), ("cfsd_chunk", 1), ("contact_cell", 8),
                           ("fid_inf_points", 2)):  # fmt: skip
             _whole(self, name, low)
         object.__setattr__(self, "device", str(resolve_device(self.device)))  # the one resolver: "auto", checks
