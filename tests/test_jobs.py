@@ -297,6 +297,18 @@ def test_stylize_pairs_takes_str_and_relative_paths(folders, tmp_path, monkeypat
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 
+def test_stylize_pairs_refuses_a_style_size_over_the_limit_before_any_work(folders, tmp_path):
+    """Controls(style_size=60000) through stylize_pairs failed every pair instead (the CLI refused it)."""
+    from mambast.errors import FieldError
+    from mambast.inference import stylize_pairs
+
+    croot, sroot = folders
+    with pytest.raises(FieldError, match="^style_size 60000 px: planned size") as e:
+        stylize_pairs(tiny_model(), list_images(croot)[:1], list_images(sroot)[:1], tmp_path / "out", size=None,
+                      progress=False, controls=Controls(style_size=60000))
+    assert e.value.fields == ("style_size", "max_pixels") and not (tmp_path / "out").exists()
+
+
 def test_folder_settings_are_field_errors_shown_as_flags(folders, tmp_path, capsys):
     """Library checks name fields; the CLI shows its flags (one line, exit 2, before any output)."""
     from mambast.cli import main

@@ -52,7 +52,7 @@ from .controls import Controls
 from .engine import DEFAULT_MAX_PIXELS, EncodedContent, Stylizer, cat
 from .preprocess import ContentPlan, Failure, Preprocessor, attempt
 from .provenance import Stamper, read_stamp
-from .size import check_max_pixels, check_size, memory_guard
+from .size import check_max_pixels, check_size, check_style_size, memory_guard
 from .style_cache import StyleKey
 from .values import check_number
 from .worklist import EXTENSIONS, Job, check_ext, shard
@@ -92,6 +92,8 @@ class RunOptions:
         self.batch_size = check_number(self.batch_size, "batch_size", 1, whole=True)
         self.workers = check_number(self.workers, "workers", 0, whole=True)
         self.jpeg_quality = check_number(self.jpeg_quality, "jpeg_quality", 1, 100, whole=True)
+        if self.controls is not None:  # a style size no style can have within the limit: before any work
+            check_style_size(self.controls.style_size, self.max_pixels)
         if self.manifest is not None and Path(self.manifest).name != self.manifest:
             raise FieldError(f"manifest takes a file name (written in the output folder), got {self.manifest!r}",
                              "manifest")
