@@ -31,8 +31,9 @@ def tiny():
 
 def test_precision_choices_are_one_list():
     assert PRECISIONS == ("auto", "fp32", "bf16", "fp16")
-    with pytest.raises(UserError, match=r"^precision must be one of auto, fp32, bf16, fp16, got 'fp64'"):
+    with pytest.raises(UserError, match=r"^precision must be one of auto, fp32, bf16, fp16, got 'fp64'") as e:
         resolve_precision("fp64", CPU, MambaSTConfig())
+    assert getattr(e.value, "fields", None) == ("precision",)  # a FieldError: the CLI shows --precision
 
 
 @pytest.mark.parametrize("features, bundled, expected", [

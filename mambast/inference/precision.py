@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..config import PRESETS, MambaSTConfig
-from ..errors import UserError
+from ..errors import FieldError
 
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS: tuple[str, ...] = ("auto", *AUTOCAST_DTYPES)
@@ -30,9 +30,9 @@ PRECISION_HELP = ("auto (default: bf16 for the bundled model on CPUs with AVX512
 
 
 def check_precision(precision: str) -> str:
-    """`precision` if it is one of PRECISIONS, else a UserError naming the field and the choices."""
+    """`precision` if it is one of PRECISIONS, else a FieldError naming the field and listing the choices."""
     if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise FieldError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", "precision")
     return precision
 
 
