@@ -89,6 +89,7 @@ def test_cli_scores_stylized_folder_and_reports_skipped(folders, weights, tmp_pa
     assert set(report["metrics"]) == {"lpips", "lpips_gray"} and report["mode"] == "paper"
     assert "as inception " in report["skipped"]["fid"] and "as vgg19 " in report["skipped"]["cfsd"]
     assert report["skipped"]["artfid"].startswith("needs fid")
+    assert "fid_inf" not in report["skipped"]  # not asked for (no --fid-inf): not listed as skipped
     assert "fid           skipped: no art_inception.pth: give its path as --inception or" in out and "lpips" in out
 
 

@@ -172,6 +172,8 @@ def score(
     """
     start = time.perf_counter()
     nets, skipped = usable_networks(networks, options.mode, options.size)
+    if not options.fid_inf:  # an extra that was not asked for is not "skipped"
+        skipped.pop("fid_inf", None)
     rows, failed = _pair_metrics(nets, pairing.pairs, options)
     bad = {name for name, _ in failed}
     scored = [p for p in pairing.pairs if p.stylized.name not in bad]
