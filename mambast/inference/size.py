@@ -27,16 +27,13 @@ from ..images import (
     check_planned_size,
     image_size,
     load_image,
-    load_resized,
     plan_size,
     resize_short_side,
 )
-from ..model.mamba_st import padded_size
 from .values import as_whole, check_optional, shown
 
-__all__ = ["plan_size", "padded_size", "fit_style", "check_planned_size", "load_resized", "resize_short_side",
-           "check_size", "check_max_pixels", "check_style_size", "load_style", "is_out_of_memory", "memory_guard",
-           "DEFAULT_MAX_PIXELS"]
+__all__ = ["fit_style", "check_size", "check_max_pixels", "check_style_size", "load_style", "is_out_of_memory",
+           "memory_guard", "DEFAULT_MAX_PIXELS"]
 
 # What torch's allocators say when an allocation fails (CPU: DefaultCPUAllocator; CUDA: OutOfMemoryError).
 _OUT_OF_MEMORY = ("DefaultCPUAllocator", "not enough memory", "out of memory", "can't allocate memory")
