@@ -176,11 +176,10 @@ class _Run:
             raise self._diverged(f"the loss became {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         else:  # the global norm only (no rescaling pass; foreach kernels: one call, not one per parameter)
-            norm = torch.nn.utils.get_total_norm(grads)
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         if not math.isfinite(norm.item()):  # stop before the step: the weights (and checkpoints) stay finite
             raise self._diverged(f"the gradients became {norm.item()}")
         self.optimizer.step()
